@@ -1,0 +1,147 @@
+//! The agent's TOML configuration, validated up front.
+//!
+//! Loading reads the file, refuses unknown keys, checks every address, duration, name and file,
+//! loads the certificates, and reports *all* mistakes at once, one line each, as
+//! `FILE: KEY: REASON`. A config that loads is one the agent can start with.
+
+mod raw;
+mod validate;
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plexus_protocol::{NodeId, ServiceName};
+
+use crate::pki::{NodeCredentials, TrustBundle};
+
+pub use validate::{DEFAULT_ADMIN, DEFAULT_LISTEN};
+
+/// A validated agent configuration with its certificates loaded.
+#[derive(Debug)]
+pub struct AgentConfig {
+    /// The file this was loaded from.
+    pub source: PathBuf,
+    pub node_id: NodeId,
+    pub zone: Option<String>,
+    pub data_dir: PathBuf,
+    /// QUIC (UDP) address to bind.
+    pub listen: SocketAddr,
+    /// Address peers reach this agent at.
+    pub advertise: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    /// Admin HTTP address (localhost by default).
+    pub admin: SocketAddr,
+    pub transport: TransportSettings,
+    pub services: Vec<LocalService>,
+    pub upstreams: Vec<Upstream>,
+    pub trust: TrustBundle,
+    pub credentials: NodeCredentials,
+    pub tls_files: TlsFiles,
+}
+
+/// Where the certificates came from.
+#[derive(Debug, Clone)]
+pub struct TlsFiles {
+    pub ca: PathBuf,
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// QUIC connection settings shared by every peer connection.
+#[derive(Debug, Clone, Copy)]
+pub struct TransportSettings {
+    /// A connection with no traffic (keep-alives included) for this long is closed.
+    pub idle_timeout: Duration,
+    /// Interval of keep-alive packets on idle connections.
+    pub keep_alive: Duration,
+}
+
+/// How a service's bytes are carried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Protocol {
+    Tcp,
+    /// Carried as a byte stream for now; HTTP-aware handling comes with the data-plane issue.
+    Http,
+}
+
+/// A `[[service]]`: a service this node hosts.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct LocalService {
+    pub name: ServiceName,
+    pub address: SocketAddr,
+    pub protocol: Protocol,
+    pub version: Option<String>,
+}
+
+/// An `[[upstream]]`: a service this node's apps call through a local listener.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Upstream {
+    pub service: ServiceName,
+    pub listen: SocketAddr,
+    /// Agents to try, in order of preference after round-robin (static for now).
+    pub endpoints: Vec<SocketAddr>,
+    /// How long opening a stream to one endpoint may take before the next is tried.
+    #[serde(with = "humantime_secs")]
+    pub timeout: Duration,
+}
+
+mod humantime_secs {
+    pub fn serialize<S: serde::Serializer>(
+        d: &std::time::Duration,
+        s: S,
+    ) -> Result<S::Ok, S::Error> {
+        s.serialize_str(&humantime::format_duration(*d).to_string())
+    }
+}
+
+/// One configuration mistake.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub file: PathBuf,
+    pub key: String,
+    pub reason: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}: {}: {}", self.file.display(), self.key, self.reason)
+    }
+}
+
+/// Every mistake found in one configuration file.
+#[derive(Debug, Clone, thiserror::Error)]
+pub struct ConfigErrors(pub Vec<ConfigError>);
+
+impl std::fmt::Display for ConfigErrors {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        for (i, error) in self.0.iter().enumerate() {
+            if i > 0 {
+                writeln!(f)?;
+            }
+            write!(f, "{error}")?;
+        }
+        Ok(())
+    }
+}
+
+impl AgentConfig {
+    /// Reads, parses and validates the file at `path`.
+    pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigErrors(vec![ConfigError {
+                file: path.to_owned(),
+                key: "(file)".into(),
+                reason: format!("cannot read configuration: {e}"),
+            }])
+        })?;
+        Self::from_toml(path, &text)
+    }
+
+    /// Parses and validates `text`; `path` names it in errors and anchors relative paths.
+    pub fn from_toml(path: &Path, text: &str) -> Result<Self, ConfigErrors> {
+        let raw = validate::parse(path, text)?;
+        validate::validate(path, raw)
+    }
+}

@@ -1,0 +1,360 @@
+//! Turning a [`RawConfig`] into an [`AgentConfig`], collecting every mistake on the way.
+
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use plexus_protocol::{NodeId, ServiceName};
+
+use super::raw::{RawConfig, RawService, RawUpstream};
+use super::{
+    AgentConfig, ConfigError, ConfigErrors, LocalService, Protocol, TlsFiles, TransportSettings,
+    Upstream,
+};
+use crate::pki::{NodeCredentials, TrustBundle};
+
+pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
+pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+const DEFAULT_DATA_DIR: &str = "/var/lib/plexus";
+const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
+const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(2);
+
+/// Parses TOML, naming the key path of a type error or unknown key.
+pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
+    let one = |key: String, reason: String| {
+        ConfigErrors(vec![ConfigError {
+            file: path.to_owned(),
+            key,
+            reason,
+        }])
+    };
+    let deserializer = toml::Deserializer::parse(text)
+        .map_err(|e| one(line_of(text, e.span()), e.message().to_owned()))?;
+    serde_path_to_error::deserialize(deserializer).map_err(|e| {
+        let key = match e.path().to_string() {
+            p if p == "." => line_of(text, e.inner().span()),
+            p => p,
+        };
+        one(key, e.inner().message().to_owned())
+    })
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+    match span {
+        Some(span) => {
+            let line = text[..span.start.min(text.len())].matches('\n').count() + 1;
+            format!("line {line}")
+        }
+        None => "(syntax)".into(),
+    }
+}
+
+/// Collects mistakes while validating.
+struct Checker<'a> {
+    file: &'a Path,
+    errors: Vec<ConfigError>,
+}
+
+impl Checker<'_> {
+    fn error(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.errors.push(ConfigError {
+            file: self.file.to_owned(),
+            key: key.into(),
+            reason: reason.into(),
+        });
+    }
+
+    fn check<T, E: std::fmt::Display>(&mut self, key: &str, result: Result<T, E>) -> Option<T> {
+        result.map_err(|e| self.error(key, e.to_string())).ok()
+    }
+
+    fn address(&mut self, key: &str, value: &str) -> Option<SocketAddr> {
+        self.check(key, resolve(value))
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(value) = value else { return default };
+        match humantime::parse_duration(value) {
+            Ok(d) if !d.is_zero() => d,
+            Ok(_) => {
+                self.error(key, "must be longer than zero");
+                default
+            }
+            Err(e) => {
+                self.error(
+                    key,
+                    format!("invalid duration {value:?} ({e}); write e.g. \"2s\""),
+                );
+                default
+            }
+        }
+    }
+
+    /// A file the agent must read: resolved against the config's directory, and readable.
+    fn readable_file(&mut self, key: &str, value: Option<&PathBuf>) -> Option<PathBuf> {
+        let Some(value) = value else {
+            self.error(key, "is required");
+            return None;
+        };
+        let path = self.file.parent().unwrap_or(Path::new(".")).join(value);
+        match std::fs::File::open(&path) {
+            Ok(_) => Some(path),
+            Err(e) => {
+                self.error(key, format!("cannot read {}: {e}", path.display()));
+                None
+            }
+        }
+    }
+}
+
+/// Accepts `IP:PORT`, or `HOST:PORT` resolved once now.
+fn resolve(value: &str) -> Result<SocketAddr, String> {
+    if let Ok(addr) = value.parse() {
+        return Ok(addr);
+    }
+    let bad =
+        |why: String| format!("invalid address {value:?}: {why}; expected IP:PORT or HOST:PORT");
+    value
+        .to_socket_addrs()
+        .map_err(|e| bad(e.to_string()))?
+        .next()
+        .ok_or_else(|| bad("name resolves to no address".into()))
+}
+
+/// Two TCP listeners collide when they share a port and one address covers the other.
+fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+    a.port() == b.port()
+        && a.port() != 0
+        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+}
+
+pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors> {
+    let mut c = Checker {
+        file,
+        errors: Vec::new(),
+    };
+
+    let listen = c.address("listen", raw.listen.as_deref().unwrap_or(DEFAULT_LISTEN));
+    let advertise = match &raw.advertise {
+        Some(value) => c.address("advertise", value),
+        None => listen,
+    };
+    if let Some(addr) = advertise.filter(|a| a.ip().is_unspecified() && raw.advertise.is_some()) {
+        c.error(
+            "advertise",
+            format!("{addr} is not an address peers can reach"),
+        );
+    }
+    let admin = c.address("admin", raw.admin.as_deref().unwrap_or(DEFAULT_ADMIN));
+    let seeds: Vec<SocketAddr> = raw
+        .seeds
+        .iter()
+        .enumerate()
+        .filter_map(|(i, s)| c.address(&format!("seeds[{i}]"), s))
+        .collect();
+
+    let transport = TransportSettings {
+        idle_timeout: c.duration(
+            "transport.idle_timeout",
+            raw.transport.idle_timeout.as_deref(),
+            DEFAULT_IDLE_TIMEOUT,
+        ),
+        keep_alive: c.duration(
+            "transport.keep_alive",
+            raw.transport.keep_alive.as_deref(),
+            DEFAULT_KEEP_ALIVE,
+        ),
+    };
+    if transport.keep_alive >= transport.idle_timeout {
+        c.error(
+            "transport.keep_alive",
+            "must be shorter than transport.idle_timeout",
+        );
+    }
+
+    let services = services(&mut c, &raw.service);
+    let upstreams = upstreams(&mut c, &raw.upstream, &seeds);
+
+    let mut listeners: Vec<(String, SocketAddr)> =
+        admin.map(|a| ("admin".into(), a)).into_iter().collect();
+    for (i, upstream) in upstreams.iter().enumerate() {
+        let key = format!("upstream[{i}].listen");
+        if let Some((other, _)) = listeners
+            .iter()
+            .find(|(_, a)| collides(*a, upstream.listen))
+        {
+            c.error(
+                &key,
+                format!("{} is already used by {other}", upstream.listen),
+            );
+        }
+        listeners.push((key, upstream.listen));
+    }
+
+    let tls = raw.tls.unwrap_or_default();
+    let ca = c.readable_file("tls.ca", tls.ca.as_ref());
+    let cert = c.readable_file("tls.cert", tls.cert.as_ref());
+    let key = c.readable_file("tls.key", tls.key.as_ref());
+    let trust = ca
+        .as_ref()
+        .and_then(|ca| c.check("tls.ca", TrustBundle::load(ca)));
+    let credentials = match (&cert, &key) {
+        (Some(cert), Some(key)) => {
+            let loaded = NodeCredentials::load(cert, key);
+            let key_name = match &loaded {
+                Err(crate::pki::PkiError::BadFile { path, .. }) if path == key => "tls.key",
+                _ => "tls.cert",
+            };
+            c.check(key_name, loaded)
+        }
+        _ => None,
+    };
+    if let (Some(trust), Some(creds)) = (&trust, &credentials) {
+        if creds.spiffe_id.trust_domain() != trust.trust_domain() {
+            c.error(
+                "tls.cert",
+                format!(
+                    "certificate is for {} but tls.ca is the CA of trust domain {}",
+                    creds.spiffe_id,
+                    trust.trust_domain()
+                ),
+            );
+        }
+    }
+
+    let node_id = match (&raw.node_id, &credentials) {
+        (Some(id), creds) => {
+            let id = c.check("node_id", NodeId::new(id.as_str()));
+            if let (Some(id), Some(creds)) = (&id, creds) {
+                if id != creds.spiffe_id.node_id() {
+                    c.error(
+                        "node_id",
+                        format!(
+                            "is {id:?} but the certificate in tls.cert is for {}",
+                            creds.spiffe_id
+                        ),
+                    );
+                }
+            }
+            id
+        }
+        (None, Some(creds)) => Some(creds.spiffe_id.node_id().clone()),
+        (None, None) => None,
+    };
+
+    match (
+        node_id,
+        listen,
+        advertise,
+        admin,
+        trust,
+        credentials,
+        ca,
+        cert,
+        key,
+    ) {
+        (
+            Some(node_id),
+            Some(listen),
+            Some(advertise),
+            Some(admin),
+            Some(trust),
+            Some(credentials),
+            Some(ca),
+            Some(cert),
+            Some(key),
+        ) if c.errors.is_empty() => Ok(AgentConfig {
+            source: file.to_owned(),
+            node_id,
+            zone: raw.zone,
+            data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+            listen,
+            advertise,
+            seeds,
+            admin,
+            transport,
+            services,
+            upstreams,
+            trust,
+            credentials,
+            tls_files: TlsFiles { ca, cert, key },
+        }),
+        _ => Err(ConfigErrors(c.errors)),
+    }
+}
+
+fn services(c: &mut Checker<'_>, raw: &[RawService]) -> Vec<LocalService> {
+    let mut out: Vec<LocalService> = Vec::new();
+    for (i, s) in raw.iter().enumerate() {
+        let key = |field: &str| format!("service[{i}].{field}");
+        let name = c.check(&key("name"), ServiceName::new(s.name.as_str()));
+        if let Some(name) = &name {
+            if out.iter().any(|o| &o.name == name) {
+                c.error(key("name"), format!("service {name:?} is declared twice"));
+            }
+        }
+        let address = c.address(&key("address"), &s.address);
+        let protocol = match s.protocol.as_deref() {
+            None | Some("tcp") => Some(Protocol::Tcp),
+            Some("http") => Some(Protocol::Http),
+            Some(other) => {
+                c.error(
+                    key("protocol"),
+                    format!("unknown protocol {other:?}; use \"tcp\" or \"http\""),
+                );
+                None
+            }
+        };
+        if let (Some(name), Some(address), Some(protocol)) = (name, address, protocol) {
+            out.push(LocalService {
+                name,
+                address,
+                protocol,
+                version: s.version.clone(),
+            });
+        }
+    }
+    out
+}
+
+fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream], seeds: &[SocketAddr]) -> Vec<Upstream> {
+    let mut out = Vec::new();
+    for (i, u) in raw.iter().enumerate() {
+        let key = |field: &str| format!("upstream[{i}].{field}");
+        let service = c.check(&key("service"), ServiceName::new(u.service.as_str()));
+        let listen = c.address(&key("listen"), &u.listen);
+        let mut endpoints: Vec<SocketAddr> = u
+            .endpoints
+            .iter()
+            .enumerate()
+            .filter_map(|(j, e)| c.address(&format!("upstream[{i}].endpoints[{j}]"), e))
+            .collect();
+        if u.endpoints.is_empty() {
+            endpoints = seeds.to_vec();
+            if endpoints.is_empty() {
+                c.error(
+                    key("endpoints"),
+                    "no endpoints and no seeds: nowhere to send this service's traffic",
+                );
+            }
+        }
+        let timeout = c.duration(
+            &key("timeout"),
+            u.timeout.as_deref(),
+            DEFAULT_UPSTREAM_TIMEOUT,
+        );
+        if let (Some(service), Some(listen)) = (service, listen) {
+            out.push(Upstream {
+                service,
+                listen,
+                endpoints,
+                timeout,
+            });
+        }
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests;

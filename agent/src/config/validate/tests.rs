@@ -1,0 +1,87 @@
+use std::path::Path;
+
+use super::super::AgentConfig;
+
+fn errors(text: &str) -> Vec<String> {
+    match AgentConfig::from_toml(Path::new("/etc/plexus/test.toml"), text) {
+        Ok(_) => panic!("config should be refused"),
+        Err(errors) => errors.0.iter().map(ToString::to_string).collect(),
+    }
+}
+
+fn has(errors: &[String], needle: &str) -> bool {
+    errors.iter().any(|e| e.contains(needle))
+}
+
+#[test]
+fn unknown_keys_name_their_path() {
+    let e = errors("[[upstream]]\nservice = \"a\"\nlisten = \"127.0.0.1:1\"\nlisen = 1\n");
+    assert_eq!(e.len(), 1, "{e:?}");
+    assert!(
+        e[0].starts_with("/etc/plexus/test.toml: upstream[0].lisen: unknown field"),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn syntax_errors_name_the_line() {
+    let e = errors("listen = \"127.0.0.1:1\"\nthis is not toml\n");
+    assert!(e[0].starts_with("/etc/plexus/test.toml: line 2: "), "{e:?}");
+}
+
+#[test]
+fn every_mistake_is_reported_once_with_its_key() {
+    let e = errors(
+        r#"
+listen = "nowhere"
+admin = "127.0.0.1:9901"
+seeds = ["127.0.0.1:99999"]
+[transport]
+idle_timeout = "soon"
+[[service]]
+name = "bad name"
+address = "127.0.0.1:80"
+protocol = "udp"
+[[upstream]]
+service = "pay"
+listen = "127.0.0.1:9901"
+endpoints = ["127.0.0.1:4433"]
+"#,
+    );
+    for needle in [
+        "test.toml: listen: invalid address \"nowhere\"",
+        "test.toml: seeds[0]: invalid address",
+        "test.toml: transport.idle_timeout: invalid duration \"soon\"",
+        "test.toml: service[0].name: service name \"bad name\" contains ' '",
+        "test.toml: service[0].protocol: unknown protocol \"udp\"",
+        "test.toml: upstream[0].listen: 127.0.0.1:9901 is already used by admin",
+        "test.toml: tls.ca: is required",
+        "test.toml: tls.cert: is required",
+        "test.toml: tls.key: is required",
+    ] {
+        assert!(has(&e, needle), "missing {needle:?} in {e:#?}");
+    }
+    assert_eq!(e.len(), 9, "{e:#?}");
+}
+
+#[test]
+fn an_upstream_needs_somewhere_to_go() {
+    let e = errors("[[upstream]]\nservice = \"pay\"\nlisten = \"127.0.0.1:15001\"\n");
+    assert!(
+        has(&e, "upstream[0].endpoints: no endpoints and no seeds"),
+        "{e:#?}"
+    );
+}
+
+#[test]
+fn missing_files_are_named() {
+    let e = errors("[tls]\nca = \"nope/ca.pem\"\ncert = \"/nonexistent/node.pem\"\nkey = \"k\"\n");
+    assert!(
+        has(&e, "tls.ca: cannot read /etc/plexus/nope/ca.pem"),
+        "{e:#?}"
+    );
+    assert!(
+        has(&e, "tls.cert: cannot read /nonexistent/node.pem"),
+        "{e:#?}"
+    );
+}

@@ -1,0 +1,96 @@
+//! `plexus ctl`: a small HTTP client of an agent's admin API.
+
+use std::net::SocketAddr;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Empty};
+use hyper_util::rt::TokioIo;
+
+/// GETs `path` from the admin API at `admin`: (status code, body).
+pub async fn get(admin: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let fail = |e: &dyn std::fmt::Display| format!("admin API at {admin}: {e}");
+    let stream = tokio::net::TcpStream::connect(admin)
+        .await
+        .map_err(|e| fail(&e))?;
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
+        .await
+        .map_err(|e| fail(&e))?;
+    tokio::spawn(connection);
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, admin.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| fail(&e))?;
+    let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
+    let status = response.status().as_u16();
+    let body = response
+        .into_body()
+        .collect()
+        .await
+        .map_err(|e| fail(&e))?
+        .to_bytes();
+    Ok((status, String::from_utf8_lossy(&body).into_owned()))
+}
+
+/// `plexus ctl status`.
+pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
+    let (code, body) = get(admin, "/v1/status").await?;
+    if code != 200 {
+        return Err(format!("admin API at {admin} answered {code}: {body}"));
+    }
+    if json {
+        print!("{body}");
+        return Ok(());
+    }
+    let status: serde_json::Value =
+        serde_json::from_str(&body).map_err(|e| format!("admin API at {admin}: bad JSON: {e}"))?;
+    let s = |key: &str| {
+        status[key]
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| status[key].to_string())
+    };
+    println!("node        {}  ({})", s("node_id"), s("spiffe_id"));
+    println!("ready       {}", s("ready"));
+    println!("version     {}", s("version"));
+    println!(
+        "quic        {}  (advertised {})",
+        s("listen"),
+        s("advertise")
+    );
+    println!("uptime      {}s", s("uptime_seconds"));
+    let cert = &status["certificate"];
+    println!(
+        "certificate serial {}  expires at unix {}",
+        cert["serial"].as_str().unwrap_or("?"),
+        cert["not_after"]
+    );
+    let rows = |key: &str| status[key].as_array().cloned().unwrap_or_default();
+    println!("peers       {}", rows("peers").len());
+    for p in rows("peers") {
+        println!(
+            "  {:<24} {:<22} {}",
+            p["node_id"].as_str().unwrap_or("?"),
+            p["address"].as_str().unwrap_or("?"),
+            p["direction"].as_str().unwrap_or("?")
+        );
+    }
+    println!("services    {}", rows("services").len());
+    for svc in rows("services") {
+        println!(
+            "  {:<24} {:<22} {}",
+            svc["name"].as_str().unwrap_or("?"),
+            svc["address"].as_str().unwrap_or("?"),
+            svc["protocol"].as_str().unwrap_or("?")
+        );
+    }
+    println!("upstreams   {}", rows("upstreams").len());
+    for u in rows("upstreams") {
+        println!(
+            "  {:<24} {:<22} -> {}",
+            u["service"].as_str().unwrap_or("?"),
+            u["listen"].as_str().unwrap_or("?"),
+            u["endpoints"]
+        );
+    }
+    Ok(())
+}

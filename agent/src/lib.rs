@@ -1,0 +1,22 @@
+//! The Plexus mesh agent.
+//!
+//! See `ARCHITECTURE.md` at the repository root for how the modules fit together. In short:
+//! [`config`] validates the TOML file, [`pki`] makes and checks certificates, [`transport`] owns
+//! the mTLS QUIC endpoint and peer connections, [`proxy`] carries service bytes between local
+//! TCP sockets and QUIC streams, [`admin`] serves health, metrics and status over HTTP, and
+//! [`agent`] wires them together into a running node.
+#![forbid(unsafe_code)]
+
+pub mod admin;
+pub mod agent;
+pub mod cli;
+pub mod config;
+pub mod ctl;
+pub mod demo;
+pub mod pki;
+pub mod proxy;
+pub mod telemetry;
+pub mod transport;
+
+pub use agent::{start, RunningAgent, StartError};
+pub use config::AgentConfig;

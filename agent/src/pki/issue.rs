@@ -1,0 +1,152 @@
+//! Making the mesh CA and node certificates with rcgen (`plexus pki init|issue`).
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::time::Duration;
+
+use plexus_protocol::{NodeId, SpiffeId, TrustDomain};
+use rcgen::{
+    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
+    KeyUsagePurpose, SanType,
+};
+use time::OffsetDateTime;
+
+use super::{files, PkiError};
+
+/// When a certificate is valid.
+#[derive(Debug, Clone, Copy)]
+pub struct Validity {
+    pub not_before: OffsetDateTime,
+    pub not_after: OffsetDateTime,
+}
+
+impl Validity {
+    /// Valid from a minute ago (absorbing small clock differences) for `lifetime`.
+    pub fn starting_now(lifetime: Duration) -> Self {
+        let now = OffsetDateTime::now_utc();
+        Self {
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + lifetime,
+        }
+    }
+}
+
+/// How to write what is issued.
+#[derive(Debug, Clone, Copy)]
+pub struct IssueOptions {
+    pub validity: Validity,
+    /// Replace existing key files instead of refusing.
+    pub force: bool,
+}
+
+/// Creates a mesh CA in `out`: `ca.pem` and `ca.key` (mode 0600). Returns the CA's SPIFFE root.
+pub fn init_ca(
+    trust_domain: &TrustDomain,
+    out: &Path,
+    options: IssueOptions,
+) -> Result<String, PkiError> {
+    let key_path = out.join(files::CA_KEY);
+    refuse_overwrite(&key_path, options.force)?;
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, format!("Plexus mesh CA {trust_domain}"));
+    params
+        .distinguished_name
+        .push(DnType::OrganizationName, "Plexus");
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+    let root = format!("spiffe://{trust_domain}");
+    params.subject_alt_names = vec![SanType::URI(root.clone().try_into()?)];
+    params.not_before = options.validity.not_before;
+    params.not_after = options.validity.not_after;
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    fs::create_dir_all(out).map_err(PkiError::io(out))?;
+    write_secret(&key_path, &key.serialize_pem())?;
+    write_public(&out.join(files::CA_CERT), &cert.pem())?;
+    Ok(root)
+}
+
+/// Issues a node certificate from the CA in `ca_dir` into `out`: `node.pem`, `node.key` (0600)
+/// and a copy of the CA certificate as `ca.pem`, so `out` is all a node needs.
+pub fn issue_node(
+    ca_dir: &Path,
+    node_id: &NodeId,
+    out: &Path,
+    options: IssueOptions,
+) -> Result<SpiffeId, PkiError> {
+    let ca_cert_path = ca_dir.join(files::CA_CERT);
+    let ca_key_path = ca_dir.join(files::CA_KEY);
+    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(PkiError::io(&ca_cert_path))?;
+    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(PkiError::io(&ca_key_path))?;
+    let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| PkiError::bad(&ca_key_path, e))?;
+    let bundle = super::TrustBundle::from_pem(&ca_cert_path, ca_pem.as_bytes())?;
+    let issuer =
+        Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::bad(&ca_cert_path, e))?;
+    let spiffe = SpiffeId::new(bundle.trust_domain().clone(), node_id.clone());
+
+    let key_path = out.join(files::NODE_KEY);
+    refuse_overwrite(&key_path, options.force)?;
+    let (cert_pem, key_pem) = node_certificate(&issuer, &spiffe, options.validity)?;
+    fs::create_dir_all(out).map_err(PkiError::io(out))?;
+    write_secret(&key_path, &key_pem)?;
+    write_public(&out.join(files::NODE_CERT), &cert_pem)?;
+    if fs::canonicalize(ca_dir).ok() != fs::canonicalize(out).ok() {
+        write_public(&out.join(files::CA_CERT), &ca_pem)?;
+    }
+    Ok(spiffe)
+}
+
+/// A leaf for `spiffe` signed by `issuer`: (certificate PEM, private key PEM).
+pub fn node_certificate(
+    issuer: &Issuer<'_, KeyPair>,
+    spiffe: &SpiffeId,
+    validity: Validity,
+) -> Result<(String, String), PkiError> {
+    let mut params = CertificateParams::default();
+    params
+        .distinguished_name
+        .push(DnType::CommonName, spiffe.node_id().as_str());
+    params.subject_alt_names = vec![SanType::URI(spiffe.to_string().try_into()?)];
+    params.is_ca = IsCa::ExplicitNoCa;
+    params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    params.extended_key_usages = vec![
+        ExtendedKeyUsagePurpose::ServerAuth,
+        ExtendedKeyUsagePurpose::ClientAuth,
+    ];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
+    if !force && path.exists() {
+        return Err(PkiError::WouldOverwrite {
+            path: path.to_owned(),
+        });
+    }
+    Ok(())
+}
+
+/// Writes a private key readable by its owner only (0600), created that way, never widened.
+fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+    let _ = fs::remove_file(path);
+    let mut file = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(PkiError::io(path))?;
+    file.write_all(contents.as_bytes())
+        .map_err(PkiError::io(path))
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+    fs::write(path, contents).map_err(PkiError::io(path))
+}

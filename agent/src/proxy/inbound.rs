@@ -1,0 +1,200 @@
+//! Serving streams from peers: connect to the named local service and splice.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use plexus_protocol::{NodeId, OpenReply, Refusal, ServiceName, StreamHeader};
+use quinn::{RecvStream, SendStream};
+use tokio::net::TcpStream;
+
+use super::splice::{splice, SpliceCounters, RESET_CODE};
+use crate::config::LocalService;
+use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::transport::{read_message, write_message};
+
+/// How long a peer has to send its stream header after opening a stream.
+const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
+/// How long the local service has to accept a connection.
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+
+struct Hosted {
+    service: LocalService,
+    counters: SpliceCounters,
+}
+
+/// The services this agent hosts, served to peers.
+pub struct InboundProxy {
+    services: HashMap<ServiceName, Hosted>,
+    telemetry: Telemetry,
+}
+
+impl InboundProxy {
+    pub fn new(services: &[LocalService], telemetry: Telemetry) -> Self {
+        let services = services
+            .iter()
+            .map(|s| {
+                let name = s.name.as_str();
+                let counters = SpliceCounters {
+                    tcp_to_stream: telemetry.counter(
+                        names::BYTES,
+                        &[
+                            ("service", name),
+                            ("direction", "inbound"),
+                            ("flow", "sent"),
+                        ],
+                    ),
+                    stream_to_tcp: telemetry.counter(
+                        names::BYTES,
+                        &[
+                            ("service", name),
+                            ("direction", "inbound"),
+                            ("flow", "received"),
+                        ],
+                    ),
+                };
+                (
+                    s.name.clone(),
+                    Hosted {
+                        service: s.clone(),
+                        counters,
+                    },
+                )
+            })
+            .collect();
+        Self {
+            services,
+            telemetry,
+        }
+    }
+
+    fn count(&self, service: &str, outcome: &str) {
+        self.telemetry
+            .counter(
+                names::STREAMS,
+                &[
+                    ("direction", "inbound"),
+                    ("service", service),
+                    ("outcome", outcome),
+                ],
+            )
+            .increment(1);
+    }
+
+    fn refused(&self, service: &str, refusal: Refusal) {
+        self.telemetry
+            .counter(
+                names::STREAMS_REFUSED,
+                &[
+                    ("direction", "inbound"),
+                    ("service", service),
+                    ("reason", refusal.as_label()),
+                ],
+            )
+            .increment(1);
+    }
+
+    /// Serves one stream a peer opened with a [`StreamHeader`].
+    pub async fn serve_stream(&self, peer: NodeId, mut send: SendStream, mut recv: RecvStream) {
+        let header =
+            match tokio::time::timeout(HEADER_TIMEOUT, read_message::<StreamHeader>(&mut recv))
+                .await
+            {
+                Ok(Ok(header)) => header,
+                Ok(Err(error)) => {
+                    tracing::warn!(%peer, %error, "bad stream header from peer");
+                    self.telemetry
+                        .counter(
+                            names::STREAMS_REFUSED,
+                            &[
+                                ("direction", "inbound"),
+                                ("service", ""),
+                                ("reason", "bad_header"),
+                            ],
+                        )
+                        .increment(1);
+                    let _ = send.reset(RESET_CODE.into());
+                    return;
+                }
+                Err(_) => {
+                    tracing::warn!(%peer, "peer sent no stream header in time");
+                    let _ = send.reset(RESET_CODE.into());
+                    return;
+                }
+            };
+        let service = header.service;
+        let Some(hosted) = self.services.get(&service) else {
+            tracing::warn!(%peer, %service, "stream for a service this agent does not host");
+            self.refuse(
+                &mut send,
+                &mut recv,
+                service.as_str(),
+                Refusal::UnknownService,
+            )
+            .await;
+            return;
+        };
+        let address = hosted.service.address;
+        let tcp = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(address))
+            .await
+        {
+            Ok(Ok(tcp)) => tcp,
+            Ok(Err(error)) => {
+                let refusal = if error.kind() == std::io::ErrorKind::ConnectionRefused {
+                    Refusal::LocalConnectRefused
+                } else {
+                    Refusal::LocalConnectFailed
+                };
+                tracing::warn!(%peer, %service, %address, %error, "local service connection failed");
+                self.refuse(&mut send, &mut recv, service.as_str(), refusal)
+                    .await;
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, %service, %address, "local service did not accept in time");
+                self.refuse(
+                    &mut send,
+                    &mut recv,
+                    service.as_str(),
+                    Refusal::LocalConnectTimeout,
+                )
+                .await;
+                return;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        if let Err(error) = write_message(&mut send, &OpenReply::Accepted).await {
+            tracing::info!(%peer, %service, %error, "peer went away before the stream opened");
+            self.count(service.as_str(), "failed");
+            return;
+        }
+        let _open = OpenGuard::new(
+            self.telemetry
+                .gauge(names::STREAMS_OPEN, &[("direction", "inbound")]),
+        );
+        match splice(tcp, send, recv, &hosted.counters).await {
+            Ok(()) => self.count(service.as_str(), "completed"),
+            Err(error) => {
+                tracing::info!(%peer, %service, %error, "proxied connection failed");
+                self.count(service.as_str(), "failed");
+            }
+        }
+    }
+
+    async fn refuse(
+        &self,
+        send: &mut SendStream,
+        recv: &mut RecvStream,
+        service: &str,
+        refusal: Refusal,
+    ) {
+        self.refused(service, refusal);
+        let _ = write_message(send, &OpenReply::Refused(refusal)).await;
+        let _ = send.finish();
+        let _ = recv.stop(RESET_CODE.into());
+    }
+
+    /// Names of the hosted services.
+    pub fn service_names(&self) -> impl Iterator<Item = &ServiceName> {
+        self.services.keys()
+    }
+}

@@ -1,0 +1,189 @@
+//! `[[upstream]]` listeners: an app connects locally, the agent carries it to a serving agent.
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
+
+use plexus_protocol::{OpenReply, StreamHeader};
+use quinn::{RecvStream, SendStream};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::watch;
+
+use super::splice::{abort, splice, SpliceCounters};
+use crate::config::Upstream;
+use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::transport::{read_message, write_message, DialError, PeerPool};
+
+/// Why one endpoint could not take a connection.
+#[derive(Debug, thiserror::Error)]
+enum OpenFailure {
+    #[error(transparent)]
+    Dial(#[from] DialError),
+    #[error("opening a stream failed: {0}")]
+    Stream(String),
+    #[error("refused by the serving agent: {}", .0.as_label())]
+    Refused(plexus_protocol::Refusal),
+    #[error("no answer within {0:?}")]
+    Timeout(std::time::Duration),
+}
+
+impl OpenFailure {
+    fn label(&self) -> &'static str {
+        match self {
+            Self::Dial(dial) => dial.label(),
+            Self::Stream(_) => "stream_failed",
+            Self::Refused(refusal) => refusal.as_label(),
+            Self::Timeout(_) => "open_timeout",
+        }
+    }
+}
+
+/// The proxy behind one `[[upstream]]` listener.
+pub struct UpstreamProxy {
+    upstream: Upstream,
+    pool: Arc<PeerPool>,
+    telemetry: Telemetry,
+    next_endpoint: AtomicUsize,
+    counters: SpliceCounters,
+}
+
+impl UpstreamProxy {
+    pub fn new(upstream: Upstream, pool: Arc<PeerPool>, telemetry: Telemetry) -> Self {
+        let service = upstream.service.as_str();
+        let counters = SpliceCounters {
+            tcp_to_stream: telemetry.counter(
+                names::BYTES,
+                &[
+                    ("service", service),
+                    ("direction", "outbound"),
+                    ("flow", "sent"),
+                ],
+            ),
+            stream_to_tcp: telemetry.counter(
+                names::BYTES,
+                &[
+                    ("service", service),
+                    ("direction", "outbound"),
+                    ("flow", "received"),
+                ],
+            ),
+        };
+        Self {
+            upstream,
+            pool,
+            telemetry,
+            next_endpoint: AtomicUsize::new(0),
+            counters,
+        }
+    }
+
+    /// Accepts app connections until `shutdown` turns true.
+    pub async fn serve(
+        self: Arc<Self>,
+        listener: TcpListener,
+        mut shutdown: watch::Receiver<bool>,
+    ) {
+        loop {
+            tokio::select! {
+                accepted = listener.accept() => match accepted {
+                    Ok((client, from)) => {
+                        let _ = client.set_nodelay(true);
+                        tokio::spawn(self.clone().carry(client, from));
+                    }
+                    Err(e) => {
+                        tracing::warn!(service = %self.upstream.service, error = %e, "accept failed");
+                        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+                    }
+                },
+                _ = crate::agent::stopping(&mut shutdown) => return,
+            }
+        }
+    }
+
+    fn outcome(&self, outcome: &str) {
+        self.telemetry
+            .counter(
+                names::STREAMS,
+                &[
+                    ("direction", "outbound"),
+                    ("service", self.upstream.service.as_str()),
+                    ("outcome", outcome),
+                ],
+            )
+            .increment(1);
+    }
+
+    /// Carries one app connection: try endpoints in round-robin order until one accepts.
+    async fn carry(self: Arc<Self>, client: TcpStream, from: SocketAddr) {
+        let service = &self.upstream.service;
+        let endpoints = &self.upstream.endpoints;
+        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
+        for k in 0..endpoints.len() {
+            let addr = endpoints[(start + k) % endpoints.len()];
+            match self.open(addr).await {
+                Ok((send, recv, peer)) => {
+                    let _open = OpenGuard::new(
+                        self.telemetry
+                            .gauge(names::STREAMS_OPEN, &[("direction", "outbound")]),
+                    );
+                    tracing::debug!(%service, %from, %peer, "stream open");
+                    let result = splice(client, send, recv, &self.counters).await;
+                    match result {
+                        Ok(()) => self.outcome("completed"),
+                        Err(error) => {
+                            tracing::info!(%service, %peer, %error, "proxied connection failed");
+                            self.outcome("failed");
+                        }
+                    }
+                    return;
+                }
+                Err(failure) => {
+                    self.telemetry
+                        .counter(
+                            names::STREAMS_REFUSED,
+                            &[
+                                ("direction", "outbound"),
+                                ("service", service.as_str()),
+                                ("reason", failure.label()),
+                            ],
+                        )
+                        .increment(1);
+                    tracing::warn!(%service, endpoint = %addr, reason = failure.label(), error = %failure, "endpoint did not take the connection");
+                }
+            }
+        }
+        tracing::warn!(%service, %from, "no endpoint took the connection; closing it");
+        self.outcome("no_endpoint");
+        abort(&client);
+    }
+
+    async fn open(
+        &self,
+        addr: SocketAddr,
+    ) -> Result<(SendStream, RecvStream, plexus_protocol::NodeId), OpenFailure> {
+        let timeout = self.upstream.timeout;
+        let peer = self.pool.connection(addr, timeout).await?;
+        let header = StreamHeader {
+            service: self.upstream.service.clone(),
+        };
+        let opened = async {
+            let (mut send, mut recv) = peer
+                .connection
+                .open_bi()
+                .await
+                .map_err(|e| OpenFailure::Stream(e.to_string()))?;
+            write_message(&mut send, &header)
+                .await
+                .map_err(|e| OpenFailure::Stream(e.to_string()))?;
+            match read_message::<OpenReply>(&mut recv).await {
+                Ok(OpenReply::Accepted) => Ok((send, recv)),
+                Ok(OpenReply::Refused(refusal)) => Err(OpenFailure::Refused(refusal)),
+                Err(e) => Err(OpenFailure::Stream(e.to_string())),
+            }
+        };
+        let (send, recv) = tokio::time::timeout(timeout, opened)
+            .await
+            .map_err(|_| OpenFailure::Timeout(timeout))??;
+        Ok((send, recv, peer.node_id))
+    }
+}

@@ -1,0 +1,181 @@
+//! Counters and gauges of one agent, exported as Prometheus text.
+//!
+//! Each agent owns its own recorder instead of installing a process-global one: several agents
+//! can then run in one process (tests, `plexus demo`, benchmarks) and still report their own
+//! numbers. Code registers a handle once (a `metrics::Counter`) and bumps it on the hot path,
+//! which is a single atomic add.
+
+use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
+use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
+
+/// Metric names, kept together so the exported surface is easy to review.
+pub mod names {
+    pub const HANDSHAKE_FAILURES: &str = "plexus_handshake_failures_total";
+    pub const CONNECTIONS: &str = "plexus_connections_total";
+    pub const CONNECTIONS_OPEN: &str = "plexus_connections_open";
+    pub const STREAMS: &str = "plexus_streams_total";
+    pub const STREAMS_REFUSED: &str = "plexus_streams_refused_total";
+    pub const STREAMS_OPEN: &str = "plexus_streams_open";
+    pub const BYTES: &str = "plexus_proxy_bytes_total";
+    pub const DIAL_FAILURES: &str = "plexus_dial_failures_total";
+}
+
+/// An agent's metric registry and its Prometheus renderer.
+#[derive(Clone)]
+pub struct Telemetry {
+    recorder: std::sync::Arc<PrometheusRecorder>,
+    handle: PrometheusHandle,
+}
+
+static METADATA: Metadata<'static> = Metadata::new("plexus", Level::INFO, Some(module_path!()));
+
+impl Telemetry {
+    pub fn new() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        let handle = recorder.handle();
+        let telemetry = Self {
+            recorder: std::sync::Arc::new(recorder),
+            handle,
+        };
+        telemetry.describe();
+        telemetry
+    }
+
+    fn describe(&self) {
+        let describe = |name: &'static str, unit: Option<Unit>, help: &'static str| {
+            self.recorder
+                .describe_counter(name.into(), unit, SharedString::const_str(help));
+        };
+        describe(
+            names::HANDSHAKE_FAILURES,
+            None,
+            "TLS/QUIC handshakes refused, by direction and reason",
+        );
+        describe(
+            names::CONNECTIONS,
+            None,
+            "QUIC connections established, by direction",
+        );
+        describe(
+            names::STREAMS,
+            None,
+            "proxied streams, by direction, service and outcome",
+        );
+        describe(
+            names::STREAMS_REFUSED,
+            None,
+            "proxied streams refused, by service and reason",
+        );
+        describe(
+            names::BYTES,
+            Some(Unit::Bytes),
+            "bytes proxied, by service and direction",
+        );
+        describe(
+            names::DIAL_FAILURES,
+            None,
+            "failed dials to peers, by reason",
+        );
+        self.recorder.describe_gauge(
+            names::CONNECTIONS_OPEN.into(),
+            None,
+            "QUIC connections currently open, by direction".into(),
+        );
+        self.recorder.describe_gauge(
+            names::STREAMS_OPEN.into(),
+            None,
+            "proxied streams currently open, by direction".into(),
+        );
+    }
+
+    /// A counter handle for `name` with `labels`; keep it if it is bumped often.
+    pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
+        self.recorder
+            .register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// A gauge handle for `name` with `labels`.
+    pub fn gauge(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Gauge {
+        self.recorder.register_gauge(&key(name, labels), &METADATA)
+    }
+
+    /// Counts one handshake refused for `reason`, in `direction` (`inbound` or `outbound`).
+    pub fn handshake_failed(&self, direction: &'static str, reason: &str) {
+        self.counter(
+            names::HANDSHAKE_FAILURES,
+            &[("direction", direction), ("reason", reason)],
+        )
+        .increment(1);
+    }
+
+    /// The Prometheus text exposition of every metric.
+    pub fn render(&self) -> String {
+        self.handle.run_upkeep();
+        self.handle.render()
+    }
+}
+
+impl Default for Telemetry {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl std::fmt::Debug for Telemetry {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Telemetry")
+    }
+}
+
+fn key(name: &'static str, labels: &[(&'static str, &str)]) -> Key {
+    let labels: Vec<Label> = labels
+        .iter()
+        .map(|(k, v)| Label::new(*k, (*v).to_owned()))
+        .collect();
+    Key::from_parts(name, labels)
+}
+
+/// A gauge raised while a value of this type lives: counts open connections and streams.
+pub struct OpenGuard(Gauge);
+
+impl OpenGuard {
+    pub fn new(gauge: Gauge) -> Self {
+        gauge.increment(1.0);
+        Self(gauge)
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.decrement(1.0);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn agents_keep_separate_counts() {
+        let a = Telemetry::new();
+        let b = Telemetry::new();
+        a.handshake_failed("inbound", "unknown_ca");
+        a.handshake_failed("inbound", "unknown_ca");
+        let text = a.render();
+        assert!(text.contains(
+            "plexus_handshake_failures_total{direction=\"inbound\",reason=\"unknown_ca\"} 2"
+        ));
+        assert!(!b.render().contains("unknown_ca"));
+    }
+
+    #[test]
+    fn open_guard_tracks_lifetimes() {
+        let t = Telemetry::new();
+        let g1 = OpenGuard::new(t.gauge(names::STREAMS_OPEN, &[("direction", "inbound")]));
+        let _g2 = OpenGuard::new(t.gauge(names::STREAMS_OPEN, &[("direction", "inbound")]));
+        drop(g1);
+        assert!(t
+            .render()
+            .contains("plexus_streams_open{direction=\"inbound\"} 1"));
+    }
+}

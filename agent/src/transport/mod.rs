@@ -1,0 +1,105 @@
+//! The agent's one QUIC endpoint: mutual TLS 1.3, ALPN `plexus/1`, a pool of peer connections.
+//!
+//! One UDP socket serves both roles. Peers dial it and must present a mesh certificate; this
+//! agent dials peers through the [`PeerPool`], which keeps one connection per peer address and
+//! re-dials a broken one with backoff. A peer is known by the node ID in its certificate, never
+//! by anything it says.
+
+mod backoff;
+mod datagram;
+mod frames;
+mod pool;
+mod tls;
+
+pub use backoff::Backoff;
+pub use datagram::looks_like_quic;
+pub use frames::{read_message, write_message, ReadMessageError};
+pub use pool::{DialError, PeerPool};
+pub use tls::{client_config, server_config, ALPN};
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use plexus_protocol::NodeId;
+use quinn::{Connection, Endpoint, EndpointConfig, Runtime, TokioRuntime};
+
+use crate::config::TransportSettings;
+use crate::pki::{NodeCredentials, TrustBundle};
+use crate::telemetry::{names, Telemetry};
+
+/// Why the endpoint could not be set up.
+#[derive(Debug, thiserror::Error)]
+pub enum TransportError {
+    #[error("cannot bind QUIC endpoint on udp {addr}: {source}")]
+    Bind {
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
+    #[error("TLS setup failed: {0}")]
+    Tls(String),
+}
+
+/// A live connection to a peer, with the identity its certificate proved.
+#[derive(Debug, Clone)]
+pub struct PeerConnection {
+    pub connection: Connection,
+    pub node_id: NodeId,
+}
+
+impl PeerConnection {
+    /// Reads the peer's node ID from its verified certificate.
+    pub fn identify(connection: Connection) -> Result<Self, String> {
+        let node_id = peer_node_id(&connection)?;
+        Ok(Self {
+            connection,
+            node_id,
+        })
+    }
+}
+
+/// The node ID in the verified certificate of `connection`'s peer.
+pub fn peer_node_id(connection: &Connection) -> Result<NodeId, String> {
+    let identity = connection
+        .peer_identity()
+        .ok_or("peer presented no certificate")?;
+    let chain = identity
+        .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+        .map_err(|_| "peer identity is not a certificate chain")?;
+    let leaf = chain
+        .first()
+        .ok_or("peer presented an empty certificate chain")?;
+    let id = crate::pki::leaf_spiffe_id(leaf)?;
+    Ok(id.node_id().clone())
+}
+
+/// Binds the agent's endpoint on `listen` with this node's credentials.
+pub fn bind_endpoint(
+    listen: SocketAddr,
+    trust: &TrustBundle,
+    credentials: &NodeCredentials,
+    settings: &TransportSettings,
+    telemetry: &Telemetry,
+) -> Result<Endpoint, TransportError> {
+    let bind_err = |source| TransportError::Bind {
+        addr: listen,
+        source,
+    };
+    let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
+    let runtime = Arc::new(TokioRuntime);
+    let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
+    let not_quic = telemetry.counter(
+        names::HANDSHAKE_FAILURES,
+        &[("direction", "inbound"), ("reason", "not_quic")],
+    );
+    let socket = Arc::new(datagram::CountingSocket::new(socket, not_quic));
+    let server = server_config(trust, credentials, settings, telemetry)?;
+    let mut endpoint = Endpoint::new_with_abstract_socket(
+        EndpointConfig::default(),
+        Some(server),
+        socket,
+        runtime,
+    )
+    .map_err(bind_err)?;
+    endpoint.set_default_client_config(client_config(trust, credentials, settings, telemetry)?);
+    Ok(endpoint)
+}

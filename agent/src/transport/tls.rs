@@ -1,0 +1,79 @@
+//! rustls and quinn configurations: TLS 1.3 only, client certificates required, mesh verifiers.
+
+use std::sync::Arc;
+
+use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
+use quinn::{IdleTimeout, TransportConfig, VarInt};
+
+use super::TransportError;
+use crate::config::TransportSettings;
+use crate::pki::{self, NodeCredentials, TrustBundle};
+use crate::telemetry::Telemetry;
+
+/// The ALPN protocol every Plexus connection negotiates.
+pub const ALPN: &[u8] = b"plexus/1";
+
+/// Enough concurrent streams per connection for many proxied connections to one peer.
+const MAX_CONCURRENT_STREAMS: u32 = 4096;
+
+fn tls_err(e: impl std::fmt::Display) -> TransportError {
+    TransportError::Tls(e.to_string())
+}
+
+fn transport_config(settings: &TransportSettings) -> Result<Arc<TransportConfig>, TransportError> {
+    let mut config = TransportConfig::default();
+    config
+        .max_idle_timeout(Some(
+            IdleTimeout::try_from(settings.idle_timeout).map_err(tls_err)?,
+        ))
+        .keep_alive_interval(Some(settings.keep_alive))
+        .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
+        .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
+        .stream_receive_window(VarInt::from_u32(8 << 20))
+        .receive_window(VarInt::from_u32(32 << 20))
+        .send_window(32 << 20);
+    Ok(Arc::new(config))
+}
+
+/// The server side: peers must present a certificate of our mesh.
+pub fn server_config(
+    trust: &TrustBundle,
+    credentials: &NodeCredentials,
+    settings: &TransportSettings,
+    telemetry: &Telemetry,
+) -> Result<quinn::ServerConfig, TransportError> {
+    let (inbound, _) = pki::peer_verifiers(trust, telemetry).map_err(tls_err)?;
+    let mut tls = rustls::ServerConfig::builder_with_provider(pki::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .with_client_cert_verifier(inbound)
+        .with_single_cert(credentials.chain.clone(), credentials.key.clone_key())
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
+    let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
+    config.transport_config(transport_config(settings)?);
+    Ok(config)
+}
+
+/// The client side: we present our certificate and check the peer's.
+pub fn client_config(
+    trust: &TrustBundle,
+    credentials: &NodeCredentials,
+    settings: &TransportSettings,
+    telemetry: &Telemetry,
+) -> Result<quinn::ClientConfig, TransportError> {
+    let (_, outbound) = pki::peer_verifiers(trust, telemetry).map_err(tls_err)?;
+    let mut tls = rustls::ClientConfig::builder_with_provider(pki::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .map_err(tls_err)?
+        .dangerous()
+        .with_custom_certificate_verifier(outbound)
+        .with_client_auth_cert(credentials.chain.clone(), credentials.key.clone_key())
+        .map_err(tls_err)?;
+    tls.alpn_protocols = vec![ALPN.to_vec()];
+    let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
+    let mut config = quinn::ClientConfig::new(Arc::new(quic));
+    config.transport_config(transport_config(settings)?);
+    Ok(config)
+}

@@ -1,0 +1,63 @@
+//! The header that opens a proxied stream, and the server's answer.
+//!
+//! A caller's agent opens one bidirectional QUIC stream per proxied connection and sends a
+//! [`StreamHeader`] naming the target service. The caller's identity is *not* in the header: the
+//! serving agent takes it from the verified TLS session, so no peer can claim to be another.
+//! The server answers with an [`OpenReply`] before any service bytes flow back, so a caller
+//! learns why a stream was refused and can try another endpoint.
+
+use serde::{Deserialize, Serialize};
+
+use crate::frame::{FrameMessage, FrameType};
+use crate::identity::ServiceName;
+
+/// First frame of a proxied stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StreamHeader {
+    /// The service the caller wants to reach on the serving agent.
+    pub service: ServiceName,
+}
+
+impl FrameMessage for StreamHeader {
+    const FRAME_TYPE: FrameType = FrameType::OpenStream;
+    const MAX_PAYLOAD: usize = 1024;
+}
+
+/// Why a serving agent refused to open a stream.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum Refusal {
+    /// This agent hosts no service of that name.
+    UnknownService,
+    /// The local service refused the connection.
+    LocalConnectRefused,
+    /// The local service did not accept the connection in time.
+    LocalConnectTimeout,
+    /// Any other local failure to reach the service.
+    LocalConnectFailed,
+}
+
+impl Refusal {
+    /// A stable label for logs and metrics.
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::UnknownService => "unknown_service",
+            Self::LocalConnectRefused => "local_connect_refused",
+            Self::LocalConnectTimeout => "local_connect_timeout",
+            Self::LocalConnectFailed => "local_connect_failed",
+        }
+    }
+}
+
+/// The serving agent's answer to a [`StreamHeader`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum OpenReply {
+    /// The local service is connected; bytes flow both ways from here on.
+    Accepted,
+    /// The stream is refused and will be closed.
+    Refused(Refusal),
+}
+
+impl FrameMessage for OpenReply {
+    const FRAME_TYPE: FrameType = FrameType::OpenReply;
+    const MAX_PAYLOAD: usize = 64;
+}
