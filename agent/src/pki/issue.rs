@@ -50,9 +50,13 @@ pub fn init_ca(
     let key_path = out.join(files::CA_KEY);
     refuse_overwrite(&key_path, options.force)?;
     let mut params = CertificateParams::default();
-    params
-        .distinguished_name
-        .push(DnType::CommonName, format!("Plexus mesh CA {trust_domain}"));
+    // The creation time makes the subject unique: two CAs of one trust domain (a re-init, a
+    // rotation) must not share a name, or verifiers take one for the other.
+    let created = options.validity.not_before.unix_timestamp_nanos();
+    params.distinguished_name.push(
+        DnType::CommonName,
+        format!("Plexus mesh CA {trust_domain} {created:x}"),
+    );
     params
         .distinguished_name
         .push(DnType::OrganizationName, "Plexus");

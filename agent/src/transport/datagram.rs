@@ -119,9 +119,9 @@ mod tests {
         let mut wrong_version = vec![0xc0, 0xde, 0xad, 0xbe, 0xef];
         wrong_version.resize(1300, 0);
         assert!(!looks_like_quic(&wrong_version));
-        let mut short_initial = vec![0xc0, 0, 0, 0, 1];
-        short_initial.resize(300, 0);
-        assert!(!looks_like_quic(&short_initial));
+        let mut no_fixed_bit = vec![0x80, 0, 0, 0, 1];
+        no_fixed_bit.resize(1300, 0);
+        assert!(!looks_like_quic(&no_fixed_bit));
     }
 
     #[test]

@@ -93,13 +93,12 @@ pub fn bind_endpoint(
     );
     let socket = Arc::new(datagram::CountingSocket::new(socket, not_quic));
     let server = server_config(trust, credentials, settings, telemetry)?;
-    let mut endpoint = Endpoint::new_with_abstract_socket(
-        EndpointConfig::default(),
-        Some(server),
-        socket,
-        runtime,
-    )
-    .map_err(bind_err)?;
+    // Every peer is a Plexus agent: keep the fixed bit set so non-QUIC datagrams stand out.
+    let mut endpoint_config = EndpointConfig::default();
+    endpoint_config.grease_quic_bit(false);
+    let mut endpoint =
+        Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, runtime)
+            .map_err(bind_err)?;
     endpoint.set_default_client_config(client_config(trust, credentials, settings, telemetry)?);
     Ok(endpoint)
 }

@@ -1,0 +1,171 @@
+//! The `plexus` binary's own commands: `pki init`, `pki issue`, usage errors.
+//! (Having an integration test here also makes `cargo test --workspace` build the binary
+//! that the multi-node tests in `tests/` start as a real process.)
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Command;
+
+use rustls::pki_types::pem::PemObject;
+
+fn plexus(args: &[&str]) -> (i32, String, String) {
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .args(args)
+        .output()
+        .unwrap();
+    (
+        out.status.code().unwrap_or(-1),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+fn mode(path: &Path) -> u32 {
+    std::fs::metadata(path).unwrap().permissions().mode() & 0o777
+}
+
+#[test]
+fn pki_init_writes_a_ca_with_a_private_key_and_refuses_to_overwrite_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ca");
+    let out_s = out.to_str().unwrap();
+    let (code, stdout, stderr) = plexus(&[
+        "pki",
+        "init",
+        "--trust-domain",
+        "example.org",
+        "--out",
+        out_s,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("spiffe://example.org"), "{stdout}");
+    assert_eq!(mode(&out.join("ca.key")), 0o600);
+    let before = std::fs::read(out.join("ca.key")).unwrap();
+
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "init",
+        "--trust-domain",
+        "example.org",
+        "--out",
+        out_s,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("ca.key: refusing to overwrite an existing key (pass --force"),
+        "{stderr}"
+    );
+    assert_eq!(
+        std::fs::read(out.join("ca.key")).unwrap(),
+        before,
+        "the key was not touched"
+    );
+
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "init",
+        "--trust-domain",
+        "example.org",
+        "--out",
+        out_s,
+        "--force",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_ne!(std::fs::read(out.join("ca.key")).unwrap(), before);
+    assert_eq!(mode(&out.join("ca.key")), 0o600);
+}
+
+#[test]
+fn pki_issue_writes_a_spiffe_leaf_with_the_requested_lifetime() {
+    let dir = tempfile::tempdir().unwrap();
+    let ca = dir.path().join("ca");
+    let node = dir.path().join("node");
+    let (ca_s, node_s) = (ca.to_str().unwrap(), node.to_str().unwrap());
+    assert_eq!(
+        plexus(&[
+            "pki",
+            "init",
+            "--trust-domain",
+            "example.org",
+            "--out",
+            ca_s
+        ])
+        .0,
+        0
+    );
+    let (code, _, stderr) = plexus(&[
+        "pki", "issue", "--ca", ca_s, "--node", "edge-a-1", "--out", node_s,
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(mode(&node.join("node.key")), 0o600);
+    let pem = std::fs::read(node.join("node.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let info = plexus_agent::pki::cert_info(&der).unwrap();
+    assert_eq!(info.spiffe_id, "spiffe://example.org/node/edge-a-1");
+    let lifetime = info.not_after - info.not_before;
+    assert_eq!(
+        lifetime,
+        24 * 3600 + 60,
+        "24h plus the minute of clock slack before now"
+    );
+    // The node directory is self-contained: it has the CA certificate too, and the credentials
+    // load and verify against it.
+    plexus_agent::pki::TrustBundle::load(&node.join("ca.pem")).unwrap();
+    plexus_agent::pki::NodeCredentials::load(&node.join("node.pem"), &node.join("node.key"))
+        .unwrap();
+
+    let (code, _, stderr) = plexus(&[
+        "pki", "issue", "--ca", ca_s, "--node", "edge-a-1", "--out", node_s,
+    ]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.contains("node.key: refusing to overwrite"),
+        "{stderr}"
+    );
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "issue",
+        "--ca",
+        ca_s,
+        "--node",
+        "edge-a-1",
+        "--out",
+        node_s,
+        "--force",
+        "--lifetime",
+        "1h",
+    ]);
+    assert_eq!(code, 0, "{stderr}");
+    let pem = std::fs::read(node.join("node.pem")).unwrap();
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
+    let info = plexus_agent::pki::cert_info(&der).unwrap();
+    assert_eq!(info.not_after - info.not_before, 3600 + 60);
+}
+
+#[test]
+fn bad_usage_exits_2_with_a_reason() {
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "init",
+        "--trust-domain",
+        "Bad Domain",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("trust domain"), "{stderr}");
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "issue",
+        "--ca",
+        "/nonexistent",
+        "--node",
+        "n",
+        "--out",
+        "/tmp/x",
+    ]);
+    assert_eq!(code, 2);
+    assert!(stderr.contains("/nonexistent/ca.pem"), "{stderr}");
+    assert_eq!(plexus(&["frobnicate"]).0, 2);
+    assert_eq!(plexus(&["--help"]).0, 0);
+}

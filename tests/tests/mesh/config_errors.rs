@@ -1,0 +1,163 @@
+//! Configuration mistakes: the real binary exits 2 with one line per mistake naming file, key
+//! and reason.
+
+use plexus_tests::*;
+
+/// Writes a config with `body` after valid TLS paths and runs `plexus agent --config F --check`.
+fn check(mesh: &Mesh, name: &str, top: &str, extra: &str) -> (i32, String, String) {
+    let node = mesh.node("node-a");
+    let path = mesh.config(name, &node, top, extra);
+    run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"])
+}
+
+fn assert_refused(result: (i32, String, String), file: &str, key: &str, reason: &str) {
+    let (code, _, stderr) = result;
+    assert_eq!(code, 2, "exit code; stderr: {stderr}");
+    let line = stderr
+        .lines()
+        .find(|l| l.contains(&format!(": {key}: ")))
+        .unwrap_or_else(|| panic!("no line for key {key} in:\n{stderr}"));
+    assert!(
+        line.contains(file),
+        "line does not name the file {file}: {line}"
+    );
+    assert!(
+        line.contains(reason),
+        "line does not say {reason:?}: {line}"
+    );
+}
+
+#[test]
+fn a_good_config_passes_check() {
+    let mesh = Mesh::new();
+    let (code, stdout, stderr) = check(&mesh, "good", "listen = \"127.0.0.1:0\"", "");
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("configuration OK (node node-a"), "{stdout}");
+}
+
+#[test]
+fn unknown_keys_are_refused() {
+    let mesh = Mesh::new();
+    let result = check(
+        &mesh,
+        "unknown",
+        "listen = \"127.0.0.1:0\"\nlisten_port = 4433",
+        "",
+    );
+    assert_refused(
+        result,
+        "unknown.toml",
+        "listen_port",
+        "unknown field `listen_port`",
+    );
+}
+
+#[test]
+fn bad_addresses_are_refused() {
+    let mesh = Mesh::new();
+    let result = check(&mesh, "address", "listen = \"127.0.0.1:99999\"", "");
+    assert_refused(
+        result,
+        "address.toml",
+        "listen",
+        "invalid address \"127.0.0.1:99999\"",
+    );
+}
+
+#[test]
+fn duplicate_listeners_are_refused() {
+    let mesh = Mesh::new();
+    let extra = "[[upstream]]\nservice = \"a\"\nlisten = \"127.0.0.1:15001\"\nendpoints = [\"127.0.0.1:4433\"]\n\
+                 [[upstream]]\nservice = \"b\"\nlisten = \"0.0.0.0:15001\"\nendpoints = [\"127.0.0.1:4433\"]\n";
+    let result = check(&mesh, "dup", "", extra);
+    assert_refused(
+        result,
+        "dup.toml",
+        "upstream[1].listen",
+        "already used by upstream[0].listen",
+    );
+}
+
+#[test]
+fn missing_files_are_refused() {
+    let mesh = Mesh::new();
+    let path = mesh.path().join("missing.toml");
+    std::fs::write(
+        &path,
+        "[tls]\nca = \"ca/ca.pem\"\ncert = \"nowhere/node.pem\"\nkey = \"nowhere/node.key\"\n",
+    )
+    .unwrap();
+    let result = run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"]);
+    assert_refused(result.clone(), "missing.toml", "tls.cert", "cannot read");
+    assert_refused(result, "missing.toml", "tls.key", "No such file");
+}
+
+#[test]
+fn unreadable_and_mismatched_keys_are_refused() {
+    let mesh = Mesh::new();
+    let a = mesh.node("node-a");
+    let b = mesh.node("node-b");
+    let garbage = mesh.path().join("garbage.key");
+    std::fs::write(
+        &garbage,
+        "-----BEGIN PRIVATE KEY-----\nnot base64!\n-----END PRIVATE KEY-----\n",
+    )
+    .unwrap();
+    let path = mesh.path().join("garbage.toml");
+    let text = format!(
+        "[tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/node.pem\"\nkey = \"{1}\"\n",
+        a.dir.display(),
+        garbage.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let result = run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"]);
+    assert_refused(result, "garbage.toml", "tls.key", "no usable private key");
+
+    let path = mesh.path().join("mismatch.toml");
+    let text = format!(
+        "[tls]\nca = \"{0}/ca.pem\"\ncert = \"{0}/node.pem\"\nkey = \"{1}/node.key\"\n",
+        a.dir.display(),
+        b.dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let result = run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"]);
+    assert_refused(
+        result,
+        "mismatch.toml",
+        "tls.key",
+        "does not match certificate",
+    );
+}
+
+#[test]
+fn a_node_id_that_is_not_the_certificates_is_refused() {
+    let mesh = Mesh::new();
+    let result = check(&mesh, "who", "node_id = \"node-z\"", "");
+    assert_refused(
+        result,
+        "who.toml",
+        "node_id",
+        "certificate in tls.cert is for spiffe://test.plexus/node/node-a",
+    );
+}
+
+#[test]
+fn the_agent_itself_exits_2_on_a_bad_config_and_on_a_missing_file() {
+    let mesh = Mesh::new();
+    let node = mesh.node("node-a");
+    let path = mesh.config("bad", &node, "admin = \"localhost\"", "");
+    let (code, _, stderr) = run_plexus(&["agent", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("bad.toml: admin: invalid address \"localhost\""),
+        "{stderr}"
+    );
+    assert_eq!(stderr.lines().count(), 1, "one line per mistake: {stderr}");
+
+    let (code, _, stderr) = run_plexus(&["agent", "--config", "/nonexistent/plexus.toml"]);
+    assert_eq!(code, 2);
+    assert!(
+        stderr.starts_with("/nonexistent/plexus.toml: (file): cannot read configuration"),
+        "{stderr}"
+    );
+}

@@ -1,0 +1,13 @@
+//! Multi-node tests of Plexus with real agents, real sockets (127.0.0.1 only) and real TLS.
+//! One test binary; each module covers one concern.
+
+mod config_errors;
+mod failures;
+mod proxy;
+mod restart;
+mod tls;
+
+use std::time::Duration;
+
+/// Bound on waiting for anything that happens over loopback.
+pub const PATIENCE: Duration = Duration::from_secs(15);

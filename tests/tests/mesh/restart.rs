@@ -1,0 +1,109 @@
+//! A serving agent killed mid-stream: the app's connection is closed, and once the agent is
+//! back the caller reconnects on its own. The serving agent is a real `plexus` process.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use plexus_tests::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::TcpStream;
+
+use crate::PATIENCE;
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killing_the_serving_agent_closes_the_client_and_a_restart_is_reconnected() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let top = format!(
+        "listen = \"{quic}\"\nadmin = \"{admin}\"\n[transport]\nidle_timeout = \"2s\"\nkeep_alive = \"500ms\"\n"
+    );
+    let b_config = mesh.config("node-b", &mesh.node("node-b"), &top, &service("echo", echo));
+    let mut b = AgentProcess::spawn(&b_config, admin).await;
+    let a = mesh
+        .agent(&mesh.node("node-a"), &upstream("echo", &[quic], "1s"))
+        .await;
+    let app = a.upstream_addr("echo").unwrap();
+
+    // Mid-stream: the connection is carrying bytes when the serving agent dies.
+    let mut client = TcpStream::connect(app).await.unwrap();
+    client.write_all(b"first half").await.unwrap();
+    let mut buf = [0u8; 10];
+    client.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"first half");
+
+    b.kill();
+    let killed = Instant::now();
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            // Keep the stream busy; the write or the read fails once the agent is known dead.
+            if client.write_all(b"more").await.is_err() {
+                return;
+            }
+            match tokio::time::timeout(Duration::from_millis(200), client.read(&mut buf)).await {
+                Ok(Ok(0)) | Ok(Err(_)) => return,
+                _ => {}
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the client connection stayed open after its serving agent died"
+    );
+    let took = killed.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "closing took {took:?}; idle timeout is 2s"
+    );
+    let failed = "plexus_streams_total{direction=\"outbound\",service=\"echo\",outcome=\"failed\"}";
+    assert_eq!(agent_metric(&a, failed), 1.0);
+
+    // Back on the same address: the caller dials again by itself.
+    let _b = AgentProcess::spawn(&b_config, admin).await;
+    let reconnected = eventually(Duration::from_secs(20), async || {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), exchange(app, b"again")).await,
+            Ok(Ok(reply)) if reply == b"again"
+        )
+    })
+    .await;
+    assert!(
+        reconnected,
+        "no successful exchange after the serving agent came back"
+    );
+    assert_eq!(
+        agent_metric(&a, "plexus_connections_total{direction=\"outbound\"}"),
+        2.0
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stopped_agent_says_goodbye_so_callers_notice_at_once() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let top = format!("listen = \"{quic}\"\nadmin = \"{admin}\"\n");
+    let b_config = mesh.config("node-b", &mesh.node("node-b"), &top, &service("echo", echo));
+    let b = AgentProcess::spawn(&b_config, admin).await;
+    let a = mesh
+        .agent(&mesh.node("node-a"), &upstream("echo", &[quic], "1s"))
+        .await;
+    let app = a.upstream_addr("echo").unwrap();
+    assert_eq!(exchange(app, b"hi").await.unwrap(), b"hi");
+
+    // SIGTERM: the agent closes its connections with a reason before exiting.
+    let status = std::process::Command::new("kill")
+        .args(["-TERM", &b.pid().to_string()])
+        .status();
+    assert!(status.unwrap().success());
+    let open = "plexus_connections_open{direction=\"outbound\"}";
+    assert!(
+        eventually(Duration::from_secs(3), async || agent_metric(&a, open)
+            == 0.0)
+        .await,
+        "the caller did not see the goodbye"
+    );
+}
