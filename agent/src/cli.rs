@@ -53,10 +53,10 @@ pub enum Command {
     /// Ask a running agent through its admin API.
     Ctl {
         /// The agent's admin address.
-        #[arg(long, default_value = crate::config::DEFAULT_ADMIN)]
+        #[arg(long, default_value = crate::config::DEFAULT_ADMIN, global = true)]
         admin: SocketAddr,
         /// Print the raw JSON answer.
-        #[arg(long)]
+        #[arg(long, global = true)]
         json: bool,
         #[command(subcommand)]
         command: CtlCommand,

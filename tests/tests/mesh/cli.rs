@@ -45,7 +45,10 @@ fn json_logs_and_ctl_status_describe_a_running_agent() {
     let admin_s = admin.to_string();
     let (code, table, stderr) = run_plexus(&["ctl", "--admin", &admin_s, "status"]);
     assert_eq!(code, 0, "{stderr}");
-    assert!(table.contains("node        node-a  (spiffe://test.plexus/node/node-a)"), "{table}");
+    assert!(
+        table.contains("node        node-a  (spiffe://test.plexus/node/node-a)"),
+        "{table}"
+    );
     assert!(table.contains("ready       true"), "{table}");
     let (code, json, _) = run_plexus(&["ctl", "--admin", &admin_s, "status", "--json"]);
     assert_eq!(code, 0);
@@ -58,5 +61,8 @@ fn json_logs_and_ctl_status_describe_a_running_agent() {
     let _ = child.wait();
     let (code, _, stderr) = run_plexus(&["ctl", "--admin", &admin_s, "status"]);
     assert_eq!(code, 1, "no agent any more is a runtime failure");
-    assert!(stderr.contains(&format!("admin API at {admin}")), "{stderr}");
+    assert!(
+        stderr.contains(&format!("admin API at {admin}")),
+        "{stderr}"
+    );
 }

@@ -168,10 +168,16 @@ fn the_example_config_in_deploy_is_valid_but_for_its_certificate_paths() {
     let (code, _, stderr) = run_plexus(&["agent", "--config", example, "--check"]);
     assert_eq!(code, 2);
     let lines: Vec<&str> = stderr.lines().collect();
-    assert_eq!(lines.len(), 3, "only the three /etc/plexus files are missing here:\n{stderr}");
+    assert_eq!(
+        lines.len(),
+        3,
+        "only the three /etc/plexus files are missing here:\n{stderr}"
+    );
     for key in ["tls.ca", "tls.cert", "tls.key"] {
         assert!(
-            lines.iter().any(|l| l.contains(&format!(": {key}: cannot read /etc/plexus/"))),
+            lines
+                .iter()
+                .any(|l| l.contains(&format!(": {key}: cannot read /etc/plexus/"))),
             "{stderr}"
         );
     }
