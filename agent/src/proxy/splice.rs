@@ -1,6 +1,5 @@
 //! The two-way byte pump between a TCP socket and a QUIC bidirectional stream.
 
-use bytes::BytesMut;
 use metrics::Counter;
 use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -44,16 +43,17 @@ pub async fn splice(
 ) -> Result<(), SpliceError> {
     let (mut tcp_read, mut tcp_write) = tcp.split();
     let upward = async {
-        let mut buf = BytesMut::with_capacity(CHUNK);
+        // One buffer reused for every read; quinn copies just the bytes read into its own
+        // send buffer, so a 1 KiB message costs 1 KiB there, not a fresh 64 KiB allocation.
+        let mut buf = vec![0u8; CHUNK];
         loop {
-            buf.reserve(CHUNK);
-            let n = tcp_read.read_buf(&mut buf).await?;
+            let n = tcp_read.read(&mut buf).await?;
             if n == 0 {
                 send.finish()?;
                 return Ok::<_, SpliceError>(());
             }
             counters.tcp_to_stream.increment(n as u64);
-            send.write_chunk(buf.split().freeze()).await?;
+            send.write_all(&buf[..n]).await?;
         }
     };
     let downward = async {

@@ -7,22 +7,34 @@ use std::time::Duration;
 
 use plexus_tests::*;
 
+/// Kills the agent even when an assertion fails first.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn json_logs_and_ctl_status_describe_a_running_agent() {
     let mesh = Mesh::new();
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
     let top = format!("listen = \"127.0.0.1:0\"\nadmin = \"{admin}\"\nzone = \"edge-a\"");
     let config = mesh.config("node-a", &mesh.node("node-a"), &top, "");
-    let mut child = Command::new(plexus_bin())
-        .args(["--log-format", "json", "agent", "--config"])
-        .arg(&config)
-        .stderr(Stdio::piped())
-        .stdout(Stdio::null())
-        .spawn()
-        .unwrap();
+    let mut child = KillOnDrop(
+        Command::new(plexus_bin())
+            .args(["--log-format", "json", "agent", "--config"])
+            .arg(&config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
 
     // The first log lines arrive on a thread, so a silent agent cannot hang the test.
-    let stderr = child.stderr.take().unwrap();
+    let stderr = child.0.stderr.take().unwrap();
     let (lines_tx, lines_rx) = std::sync::mpsc::channel();
     std::thread::spawn(move || {
         for line in BufReader::new(stderr).lines().map_while(Result::ok) {
@@ -57,8 +69,7 @@ fn json_logs_and_ctl_status_describe_a_running_agent() {
     assert_eq!(status["trust_domain"], "test.plexus");
     assert!(status["certificate"]["not_after"].as_i64().unwrap() > 0);
 
-    let _ = child.kill();
-    let _ = child.wait();
+    drop(child);
     let (code, _, stderr) = run_plexus(&["ctl", "--admin", &admin_s, "status"]);
     assert_eq!(code, 1, "no agent any more is a runtime failure");
     assert!(
