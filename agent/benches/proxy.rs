@@ -86,10 +86,6 @@ async fn spawn_agent(dir: &Path, node: &str, quic: u16, extra: &str) -> (Agent, 
         .args(["agent", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
-        .env(
-            "PLEXUS_WORKER_THREADS",
-            std::env::var("BENCH_THREADS").unwrap_or("2".into()),
-        )
         .stdout(Stdio::null())
         .spawn()
         .unwrap();

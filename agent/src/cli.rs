@@ -162,14 +162,7 @@ fn init_logging(format: LogFormat, default_level: &str) {
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    if let Some(n) = std::env::var("PLEXUS_WORKER_THREADS")
-        .ok()
-        .and_then(|v| v.parse().ok())
-    {
-        builder.worker_threads(n);
-    }
-    builder
+    tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
