@@ -262,6 +262,10 @@ impl AgentProcess {
         let child = Command::new(plexus_bin())
             .args(["agent", "--config"])
             .arg(config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
+            )
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::inherit())
@@ -297,5 +301,36 @@ impl AgentProcess {
 impl Drop for AgentProcess {
     fn drop(&mut self) {
         self.kill();
+    }
+}
+
+/// Two in-process agents of one mesh: `b` hosts `service` at `backend`, `a` has an upstream to
+/// it through `b`. The mesh (its temporary directory) lives as long as the pair.
+pub struct Pair {
+    pub a: RunningAgent,
+    pub b: RunningAgent,
+    pub mesh: Mesh,
+}
+
+impl Pair {
+    pub async fn start(service_name: &str, backend: SocketAddr, timeout: &str) -> Self {
+        let mesh = Mesh::new();
+        let b = mesh
+            .agent(&mesh.node("node-b"), &service(service_name, backend))
+            .await;
+        let a = mesh
+            .agent(
+                &mesh.node("node-a"),
+                &upstream(service_name, &[b.quic_addr], timeout),
+            )
+            .await;
+        Self { a, b, mesh }
+    }
+
+    /// `a`'s local listener for the service.
+    pub fn app(&self, service_name: &str) -> SocketAddr {
+        self.a
+            .upstream_addr(service_name)
+            .expect("upstream listener")
     }
 }

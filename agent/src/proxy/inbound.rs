@@ -33,25 +33,7 @@ impl InboundProxy {
         let services = services
             .iter()
             .map(|s| {
-                let name = s.name.as_str();
-                let counters = SpliceCounters {
-                    tcp_to_stream: telemetry.counter(
-                        names::BYTES,
-                        &[
-                            ("service", name),
-                            ("direction", "inbound"),
-                            ("flow", "sent"),
-                        ],
-                    ),
-                    stream_to_tcp: telemetry.counter(
-                        names::BYTES,
-                        &[
-                            ("service", name),
-                            ("direction", "inbound"),
-                            ("flow", "received"),
-                        ],
-                    ),
-                };
+                let counters = SpliceCounters::new(&telemetry, s.name.as_str(), "inbound");
                 (
                     s.name.clone(),
                     Hosted {

@@ -49,25 +49,7 @@ pub struct UpstreamProxy {
 
 impl UpstreamProxy {
     pub fn new(upstream: Upstream, pool: Arc<PeerPool>, telemetry: Telemetry) -> Self {
-        let service = upstream.service.as_str();
-        let counters = SpliceCounters {
-            tcp_to_stream: telemetry.counter(
-                names::BYTES,
-                &[
-                    ("service", service),
-                    ("direction", "outbound"),
-                    ("flow", "sent"),
-                ],
-            ),
-            stream_to_tcp: telemetry.counter(
-                names::BYTES,
-                &[
-                    ("service", service),
-                    ("direction", "outbound"),
-                    ("flow", "received"),
-                ],
-            ),
-        };
+        let counters = SpliceCounters::new(&telemetry, upstream.service.as_str(), "outbound");
         Self {
             upstream,
             pool,

@@ -5,6 +5,8 @@ use quinn::{RecvStream, SendStream};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
+use crate::telemetry::{names, Telemetry};
+
 const CHUNK: usize = 64 * 1024;
 /// Application error code sent when a stream is reset because its other side failed.
 pub const RESET_CODE: u32 = 1;
@@ -15,6 +17,26 @@ pub struct SpliceCounters {
     pub tcp_to_stream: Counter,
     /// Bytes received on the stream and written to the TCP socket.
     pub stream_to_tcp: Counter,
+}
+
+impl SpliceCounters {
+    /// Byte counters of `service` for one proxy `direction` (`inbound` or `outbound`).
+    pub fn new(telemetry: &Telemetry, service: &str, direction: &'static str) -> Self {
+        let flow = |flow| {
+            telemetry.counter(
+                names::BYTES,
+                &[
+                    ("service", service),
+                    ("direction", direction),
+                    ("flow", flow),
+                ],
+            )
+        };
+        Self {
+            tcp_to_stream: flow("sent"),
+            stream_to_tcp: flow("received"),
+        }
+    }
 }
 
 /// Why a splice ended early.

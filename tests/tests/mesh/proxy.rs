@@ -10,17 +10,7 @@ use crate::PATIENCE;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_agents_carry_bytes_both_ways_and_reuse_one_connection() {
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let a = mesh
-        .agent(
-            &mesh.node("node-a"),
-            &upstream("echo", &[b.quic_addr], "2s"),
-        )
-        .await;
+    let Pair { a, b, mesh: _mesh } = Pair::start("echo", echo_server().await, "2s").await;
     let app = a.upstream_addr("echo").unwrap();
 
     for i in 0..5 {
@@ -64,20 +54,9 @@ async fn the_server_side_can_speak_first_and_half_close_is_carried() {
         s.read_to_end(&mut rest).await.unwrap();
         rest
     });
-    let mesh = Mesh::new();
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("banner", banner_addr))
-        .await;
-    let a = mesh
-        .agent(
-            &mesh.node("node-a"),
-            &upstream("banner", &[b.quic_addr], "2s"),
-        )
-        .await;
+    let pair = Pair::start("banner", banner_addr, "2s").await;
 
-    let mut client = TcpStream::connect(a.upstream_addr("banner").unwrap())
-        .await
-        .unwrap();
+    let mut client = TcpStream::connect(pair.app("banner")).await.unwrap();
     let mut greeting = Vec::new();
     client.read_to_end(&mut greeting).await.unwrap(); // EOF arrives while we can still write
     assert_eq!(greeting, b"hello from the service\n");
@@ -106,20 +85,8 @@ fn fill(state: &mut u64, buf: &mut [u8]) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_64_mib_transfer_arrives_intact() {
     const TOTAL: usize = 64 << 20;
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let a = mesh
-        .agent(
-            &mesh.node("node-a"),
-            &upstream("echo", &[b.quic_addr], "2s"),
-        )
-        .await;
-    let client = TcpStream::connect(a.upstream_addr("echo").unwrap())
-        .await
-        .unwrap();
+    let pair = Pair::start("echo", echo_server().await, "2s").await;
+    let client = TcpStream::connect(pair.app("echo")).await.unwrap();
     let (mut reader, mut writer) = client.into_split();
 
     let send = tokio::spawn(async move {
@@ -155,23 +122,13 @@ async fn a_64_mib_transfer_arrives_intact() {
         "checksum of the echoed 64 MiB differs"
     );
     let sent = "plexus_proxy_bytes_total{service=\"echo\",direction=\"outbound\",flow=\"sent\"}";
-    assert_eq!(agent_metric(&a, sent), TOTAL as f64);
+    assert_eq!(agent_metric(&pair.a, sent), TOTAL as f64);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_hundred_concurrent_connections_all_complete() {
     const CONNECTIONS: usize = 200;
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let a = mesh
-        .agent(
-            &mesh.node("node-a"),
-            &upstream("echo", &[b.quic_addr], "5s"),
-        )
-        .await;
+    let Pair { a, b, mesh: _mesh } = Pair::start("echo", echo_server().await, "5s").await;
     let app = a.upstream_addr("echo").unwrap();
 
     // All 200 are open at once: each writes, then waits at a barrier before half-closing.
