@@ -31,7 +31,10 @@ pub async fn serve(
     view: Arc<dyn AdminView>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Connection tasks live in this set: when the loop ends, keep-alive connections end too.
+    let mut connections = tokio::task::JoinSet::new();
     loop {
+        while connections.try_join_next().is_some() {}
         let stream = tokio::select! {
             accepted = listener.accept() => match accepted {
                 Ok((stream, _)) => stream,
@@ -44,7 +47,7 @@ pub async fn serve(
             _ = crate::agent::stopping(&mut shutdown) => return,
         };
         let view = view.clone();
-        tokio::spawn(async move {
+        connections.spawn(async move {
             let service = hyper::service::service_fn(move |req| {
                 let view = view.clone();
                 async move { Ok::<_, Infallible>(answer(&*view, &req)) }

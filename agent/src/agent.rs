@@ -267,15 +267,18 @@ async fn accept_peers(
     state: Arc<AgentState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
+    // Peer tasks live in this set: when the loop ends (shutdown or abort), they end too.
+    let mut peers = JoinSet::new();
     loop {
+        while peers.try_join_next().is_some() {}
         let incoming = tokio::select! {
             incoming = endpoint.accept() => match incoming {
                 Some(incoming) => incoming,
                 None => return,
             },
-            _ = crate::agent::stopping(&mut shutdown) => return,
+            _ = stopping(&mut shutdown) => return,
         };
-        tokio::spawn(serve_peer(incoming, inbound.clone(), state.clone()));
+        peers.spawn(serve_peer(incoming, inbound.clone(), state.clone()));
     }
 }
 
@@ -319,12 +322,14 @@ async fn serve_peer(incoming: quinn::Incoming, inbound: Arc<InboundProxy>, state
             },
         );
     tracing::info!(peer = %peer.node_id, %remote, "peer connected");
+    let mut streams = JoinSet::new();
     loop {
+        while streams.try_join_next().is_some() {}
         match connection.accept_bi().await {
             Ok((send, recv)) => {
                 let inbound = inbound.clone();
                 let node = peer.node_id.clone();
-                tokio::spawn(async move { inbound.serve_stream(node, send, recv).await });
+                streams.spawn(async move { inbound.serve_stream(node, send, recv).await });
             }
             Err(error) => {
                 tracing::info!(peer = %peer.node_id, %error, "peer connection closed");
@@ -341,9 +346,16 @@ async fn serve_peer(incoming: quinn::Incoming, inbound: Arc<InboundProxy>, state
 
 /// A reason label for handshake failures the certificate verifier did not see.
 fn uncounted_handshake_failure(error: &quinn::ConnectionError) -> Option<&'static str> {
+    const CERTIFICATE_REQUIRED: u8 = 116;
     const NO_APPLICATION_PROTOCOL: u8 = 120;
     match error {
         quinn::ConnectionError::TimedOut => Some("handshake_timeout"),
+        // rustls refuses a peer that presents no certificate before any verifier runs.
+        quinn::ConnectionError::TransportError(e)
+            if e.code == quinn::TransportErrorCode::crypto(CERTIFICATE_REQUIRED) =>
+        {
+            Some("no_certificate")
+        }
         quinn::ConnectionError::TransportError(e)
             if e.code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
         {

@@ -6,8 +6,21 @@ use bytes::Bytes;
 use http_body_util::{BodyExt, Empty};
 use hyper_util::rt::TokioIo;
 
-/// GETs `path` from the admin API at `admin`: (status code, body).
+/// How long one admin request may take.
+const REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
+/// GETs `path` from the admin API at `admin`: (status code, body), within 5 s.
 pub async fn get(admin: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    tokio::time::timeout(REQUEST_TIMEOUT, get_unbounded(admin, path))
+        .await
+        .unwrap_or_else(|_| {
+            Err(format!(
+                "admin API at {admin}: no answer within {REQUEST_TIMEOUT:?}"
+            ))
+        })
+}
+
+async fn get_unbounded(admin: SocketAddr, path: &str) -> Result<(u16, String), String> {
     let fail = |e: &dyn std::fmt::Display| format!("admin API at {admin}: {e}");
     let stream = tokio::net::TcpStream::connect(admin)
         .await

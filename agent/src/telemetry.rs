@@ -74,7 +74,7 @@ impl Telemetry {
         describe(
             names::DIAL_FAILURES,
             None,
-            "failed dials to peers, by reason",
+            "failed dials to peers, by peer address",
         );
         self.recorder.describe_gauge(
             names::CONNECTIONS_OPEN.into(),

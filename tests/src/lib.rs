@@ -6,7 +6,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexus_agent::pki::{self, IssueOptions, Validity};
 use plexus_agent::{AgentConfig, RunningAgent};
@@ -184,13 +184,14 @@ pub fn agent_metric(agent: &RunningAgent, series: &str) -> f64 {
 }
 
 /// Polls `check` every 50 ms until it holds or `limit` passes; returns whether it held.
+/// A check that hangs counts as not holding once `limit` has passed.
 pub async fn eventually(limit: Duration, mut check: impl AsyncFnMut() -> bool) -> bool {
-    let deadline = Instant::now() + limit;
+    let deadline = tokio::time::Instant::now() + limit;
     loop {
-        if check().await {
+        if let Ok(true) = tokio::time::timeout_at(deadline, check()).await {
             return true;
         }
-        if Instant::now() >= deadline {
+        if tokio::time::Instant::now() >= deadline {
             return false;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;

@@ -14,8 +14,10 @@ use crate::transport::{read_message, write_message};
 
 /// How long a peer has to send its stream header after opening a stream.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the local service has to accept a connection.
-const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(2);
+/// How long the local service has to accept a connection. Shorter than the callers' default
+/// open timeout (2 s), so a slow service is reported as `local_connect_timeout` to the caller
+/// rather than the caller timing out first.
+const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
 
 struct Hosted {
     service: LocalService,

@@ -9,7 +9,7 @@ use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
-use super::splice::{abort, splice, SpliceCounters};
+use super::splice::{abort, splice, SpliceCounters, RESET_CODE};
 use crate::config::Upstream;
 use crate::telemetry::{names, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message, DialError, PeerPool};
@@ -65,12 +65,15 @@ impl UpstreamProxy {
         listener: TcpListener,
         mut shutdown: watch::Receiver<bool>,
     ) {
+        // Connection tasks live in this set: when the loop ends, they end too.
+        let mut connections = tokio::task::JoinSet::new();
         loop {
+            while connections.try_join_next().is_some() {}
             tokio::select! {
                 accepted = listener.accept() => match accepted {
                     Ok((client, from)) => {
                         let _ = client.set_nodelay(true);
-                        tokio::spawn(self.clone().carry(client, from));
+                        connections.spawn(self.clone().carry(client, from));
                     }
                     Err(e) => {
                         tracing::warn!(service = %self.upstream.service, error = %e, "accept failed");
@@ -145,27 +148,36 @@ impl UpstreamProxy {
     ) -> Result<(SendStream, RecvStream, plexus_protocol::NodeId), OpenFailure> {
         let timeout = self.upstream.timeout;
         let peer = self.pool.connection(addr, timeout).await?;
+        let (mut send, mut recv) = tokio::time::timeout(timeout, peer.connection.open_bi())
+            .await
+            .map_err(|_| OpenFailure::Timeout(timeout))?
+            .map_err(|e| OpenFailure::Stream(e.to_string()))?;
         let header = StreamHeader {
             service: self.upstream.service.clone(),
         };
-        let opened = async {
-            let (mut send, mut recv) = peer
-                .connection
-                .open_bi()
-                .await
-                .map_err(|e| OpenFailure::Stream(e.to_string()))?;
+        let answered = tokio::time::timeout(timeout, async {
             write_message(&mut send, &header)
                 .await
                 .map_err(|e| OpenFailure::Stream(e.to_string()))?;
-            match read_message::<OpenReply>(&mut recv).await {
-                Ok(OpenReply::Accepted) => Ok((send, recv)),
-                Ok(OpenReply::Refused(refusal)) => Err(OpenFailure::Refused(refusal)),
-                Err(e) => Err(OpenFailure::Stream(e.to_string())),
+            read_message::<OpenReply>(&mut recv)
+                .await
+                .map_err(|e| OpenFailure::Stream(e.to_string()))
+        })
+        .await
+        .unwrap_or(Err(OpenFailure::Timeout(timeout)));
+        if answered.is_ok() {
+            self.pool.confirm(addr).await;
+        }
+        match answered {
+            Ok(OpenReply::Accepted) => Ok((send, recv, peer.node_id)),
+            Ok(OpenReply::Refused(refusal)) => Err(OpenFailure::Refused(refusal)),
+            Err(failure) => {
+                // Tell the serving agent we gave up, so it does not hand its service a
+                // connection nobody will use. (Dropping the stream would finish it cleanly.)
+                let _ = send.reset(RESET_CODE.into());
+                let _ = recv.stop(RESET_CODE.into());
+                Err(failure)
             }
-        };
-        let (send, recv) = tokio::time::timeout(timeout, opened)
-            .await
-            .map_err(|_| OpenFailure::Timeout(timeout))??;
-        Ok((send, recv, peer.node_id))
+        }
     }
 }

@@ -64,6 +64,8 @@ pub async fn splice(
     counters: &SpliceCounters,
 ) -> Result<(), SpliceError> {
     let (mut tcp_read, mut tcp_write) = tcp.split();
+    // Which directions ended cleanly: a failure of one must not destroy the other's data.
+    let (mut sent_all, mut received_all) = (false, false);
     let upward = async {
         // One buffer reused for every read; quinn copies just the bytes read into its own
         // send buffer, so a 1 KiB message costs 1 KiB there, not a fresh 64 KiB allocation.
@@ -72,6 +74,7 @@ pub async fn splice(
             let n = tcp_read.read(&mut buf).await?;
             if n == 0 {
                 send.finish()?;
+                sent_all = true;
                 return Ok::<_, SpliceError>(());
             }
             counters.tcp_to_stream.increment(n as u64);
@@ -84,15 +87,22 @@ pub async fn splice(
             tcp_write.write_all(&chunk.bytes).await?;
         }
         tcp_write.shutdown().await?;
+        received_all = true;
         Ok::<_, SpliceError>(())
     };
     let result = tokio::try_join!(upward, downward).map(|_| ());
     if result.is_err() {
-        let _ = send.reset(RESET_CODE.into());
-        let _ = recv.stop(RESET_CODE.into());
-        abort(&tcp);
+        // A finished send stream keeps delivering its buffered bytes: reset it only if the
+        // app's bytes were cut short. Likewise the app's socket is reset (RST, which discards
+        // unsent data) only if the service's bytes did not all reach it.
+        if !sent_all {
+            let _ = send.reset(RESET_CODE.into());
+        }
+        if !received_all {
+            let _ = recv.stop(RESET_CODE.into());
+            abort(&tcp);
+        }
     }
-    // A finished send stream keeps delivering its buffered bytes after it is dropped.
     result
 }
 

@@ -1,9 +1,9 @@
 //! Counting UDP datagrams that are not QUIC at all.
 //!
 //! quinn drops undecodable datagrams silently. To make a plain UDP sender visible, the agent's
-//! socket is wrapped: every received datagram is classified by [`looks_like_quic`] before quinn
-//! sees it, and the ones that cannot be QUIC v1 are counted as refused handshakes with reason
-//! `not_quic`. quinn still receives and drops them; nothing is altered on the way.
+//! socket is wrapped: every received datagram is classified by a [`QuicShape`] before quinn sees
+//! it, and the ones that cannot be QUIC v1 for this endpoint are counted as refused handshakes
+//! with reason `not_quic`. quinn still receives and drops them; nothing is altered on the way.
 
 use std::fmt;
 use std::io::{self, IoSliceMut};
@@ -14,42 +14,71 @@ use std::task::{Context, Poll};
 
 use metrics::Counter;
 use quinn::udp::{RecvMeta, Transmit};
-use quinn::{AsyncUdpSocket, UdpPoller};
+use quinn::{AsyncUdpSocket, ConnectionId, ConnectionIdGenerator, UdpPoller};
+use quinn_proto::HashedConnectionIdGenerator;
 
 const QUIC_V1: u32 = 1;
-/// Short-header packets carry our 8-byte connection ID and a header-protection sample.
-const MIN_SHORT_HEADER_LEN: usize = 1 + 8 + 4 + 16;
-/// RFC 9000 §14.1: datagrams carrying a client Initial are at least 1200 bytes.
-const MIN_INITIAL_DATAGRAM: usize = 1200;
+/// Version negotiation packets carry version 0 and may have any fixed bit.
+const VERSION_NEGOTIATION: u32 = 0;
+/// Length of the connection IDs this endpoint issues (quinn's hashed generator).
+pub const LOCAL_CID_LEN: usize = 8;
+/// Short-header packets carry our connection ID and a header-protection sample.
+const MIN_SHORT_HEADER_LEN: usize = 1 + LOCAL_CID_LEN + 4 + 16;
 
-/// Whether `datagram` could be a QUIC v1 packet (a cheap shape check, not a parse).
-pub fn looks_like_quic(datagram: &[u8]) -> bool {
-    let Some(&first) = datagram.first() else {
-        return false;
-    };
-    if first & 0x40 == 0 {
-        return false; // the fixed bit is always set in QUIC v1
+/// Tells datagrams that could be QUIC v1 for this endpoint from everything else.
+///
+/// The endpoint issues keyed connection IDs (quinn's [`HashedConnectionIdGenerator`]), so a
+/// short-header packet must carry one that validates under the same key; long-header packets
+/// must name QUIC v1 and keep the fixed bit. This is a cheap shape check, not cryptography:
+/// it relies on the fixed bit, so endpoints must not grease it (RFC 9287), see
+/// [`super::bind_endpoint`].
+pub struct QuicShape {
+    cids: HashedConnectionIdGenerator,
+}
+
+impl QuicShape {
+    /// A checker for connection IDs made by `HashedConnectionIdGenerator::from_key(key)`.
+    pub fn new(key: u64) -> Self {
+        Self {
+            cids: HashedConnectionIdGenerator::from_key(key),
+        }
     }
-    if first & 0x80 == 0 {
-        return datagram.len() >= MIN_SHORT_HEADER_LEN;
+
+    /// Whether `datagram` could be a QUIC v1 packet for this endpoint.
+    pub fn accepts(&self, datagram: &[u8]) -> bool {
+        let Some(&first) = datagram.first() else {
+            return false;
+        };
+        if first & 0x80 == 0 {
+            return first & 0x40 != 0
+                && datagram.len() >= MIN_SHORT_HEADER_LEN
+                && self
+                    .cids
+                    .validate(&ConnectionId::new(&datagram[1..=LOCAL_CID_LEN]))
+                    .is_ok();
+        }
+        let Some(version) = datagram.get(1..5) else {
+            return false;
+        };
+        let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
+        version == VERSION_NEGOTIATION || (version == QUIC_V1 && first & 0x40 != 0)
     }
-    let Some(version) = datagram.get(1..5) else {
-        return false;
-    };
-    let version = u32::from_be_bytes([version[0], version[1], version[2], version[3]]);
-    let is_initial = (first & 0x30) == 0;
-    version == QUIC_V1 && (!is_initial || datagram.len() >= MIN_INITIAL_DATAGRAM)
 }
 
 /// A UDP socket that counts non-QUIC datagrams and otherwise passes everything through.
 pub struct CountingSocket {
     inner: Arc<dyn AsyncUdpSocket>,
+    shape: QuicShape,
     not_quic: Counter,
 }
 
 impl CountingSocket {
-    pub fn new(inner: Arc<dyn AsyncUdpSocket>, not_quic: Counter) -> Self {
-        Self { inner, not_quic }
+    pub fn new(inner: Arc<dyn AsyncUdpSocket>, shape: QuicShape, not_quic: Counter) -> Self {
+        Self {
+            inner,
+            shape,
+            not_quic,
+        }
     }
 }
 
@@ -81,7 +110,7 @@ impl AsyncUdpSocket for CountingSocket {
             for (buf, meta) in bufs.iter().zip(meta.iter()).take(*count) {
                 let received = &buf[..meta.len.min(buf.len())];
                 for datagram in received.chunks(meta.stride.max(1)) {
-                    if !looks_like_quic(datagram) {
+                    if !self.shape.accepts(datagram) {
                         self.not_quic.increment(1);
                     }
                 }
@@ -111,27 +140,48 @@ impl AsyncUdpSocket for CountingSocket {
 mod tests {
     use super::*;
 
+    const KEY: u64 = 0x5eed;
+
+    fn short_header_with_our_cid() -> Vec<u8> {
+        let cid = HashedConnectionIdGenerator::from_key(KEY).generate_cid();
+        let mut packet = vec![0x41];
+        packet.extend_from_slice(&cid);
+        packet.resize(60, 0xaa);
+        packet
+    }
+
     #[test]
     fn plain_text_and_junk_are_not_quic() {
-        assert!(!looks_like_quic(b""));
-        assert!(!looks_like_quic(b"hello plexus"));
-        assert!(!looks_like_quic(&[0u8; 1500]));
+        let shape = QuicShape::new(KEY);
+        assert!(!shape.accepts(b""));
+        assert!(!shape.accepts(b"hello plexus"));
+        assert!(!shape.accepts(b"GET /healthz HTTP/1.1\r\nHost: plexus.example\r\n\r\n"));
+        assert!(!shape.accepts(&[0u8; 1500]));
+        assert!(
+            !shape.accepts(&[0x40; 40]),
+            "a short header whose CID is not ours"
+        );
         let mut wrong_version = vec![0xc0, 0xde, 0xad, 0xbe, 0xef];
         wrong_version.resize(1300, 0);
-        assert!(!looks_like_quic(&wrong_version));
+        assert!(!shape.accepts(&wrong_version));
         let mut no_fixed_bit = vec![0x80, 0, 0, 0, 1];
         no_fixed_bit.resize(1300, 0);
-        assert!(!looks_like_quic(&no_fixed_bit));
+        assert!(!shape.accepts(&no_fixed_bit));
+        assert!(
+            !QuicShape::new(KEY + 1).accepts(&short_header_with_our_cid()),
+            "other key"
+        );
     }
 
     #[test]
     fn quic_shapes_pass() {
+        let shape = QuicShape::new(KEY);
         let mut initial = vec![0xc0, 0, 0, 0, 1];
         initial.resize(1200, 0);
-        assert!(looks_like_quic(&initial));
+        assert!(shape.accepts(&initial));
         let mut handshake = vec![0xe0, 0, 0, 0, 1];
         handshake.resize(100, 0);
-        assert!(looks_like_quic(&handshake));
-        assert!(looks_like_quic(&[0x40; 40]));
+        assert!(shape.accepts(&handshake));
+        assert!(shape.accepts(&short_header_with_our_cid()));
     }
 }

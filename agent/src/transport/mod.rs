@@ -12,11 +12,12 @@ mod pool;
 mod tls;
 
 pub use backoff::Backoff;
-pub use datagram::looks_like_quic;
+pub use datagram::QuicShape;
 pub use frames::{read_message, write_message, ReadMessageError};
 pub use pool::{DialError, PeerPool};
 pub use tls::{client_config, server_config, ALPN};
 
+use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -91,11 +92,21 @@ pub fn bind_endpoint(
         names::HANDSHAKE_FAILURES,
         &[("direction", "inbound"), ("reason", "not_quic")],
     );
-    let socket = Arc::new(datagram::CountingSocket::new(socket, not_quic));
+    // Keyed connection IDs let the socket wrapper tell our short-header packets from junk.
+    let cid_key = std::collections::hash_map::RandomState::new().hash_one(listen);
+    let socket = Arc::new(datagram::CountingSocket::new(
+        socket,
+        QuicShape::new(cid_key),
+        not_quic,
+    ));
     let server = server_config(trust, credentials, settings, telemetry)?;
     // Every peer is a Plexus agent: keep the fixed bit set so non-QUIC datagrams stand out.
     let mut endpoint_config = EndpointConfig::default();
-    endpoint_config.grease_quic_bit(false);
+    endpoint_config
+        .grease_quic_bit(false)
+        .cid_generator(move || {
+            Box::new(quinn_proto::HashedConnectionIdGenerator::from_key(cid_key))
+        });
     let mut endpoint =
         Endpoint::new_with_abstract_socket(endpoint_config, Some(server), socket, runtime)
             .map_err(bind_err)?;

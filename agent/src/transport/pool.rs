@@ -86,14 +86,29 @@ impl PeerPool {
                 .clone()
         };
         let mut slot = slot.lock().await;
-        if let Some(peer) = &slot.connection {
-            if peer.connection.close_reason().is_none() {
-                return Ok(peer.clone());
-            }
-            tracing::info!(peer = %peer.node_id, %addr, "connection to peer closed; re-dialing");
-            slot.connection = None;
-        }
         let now = Instant::now();
+        if let Some(peer) = &slot.connection {
+            let Some(reason) = peer.connection.close_reason() else {
+                return Ok(peer.clone());
+            };
+            let node = peer.node_id.clone();
+            slot.connection = None;
+            if let Some(alert) = tls_alert(&reason) {
+                // quinn completes a client handshake before the server has checked our
+                // certificate; a refusal arrives as a TLS alert on an "established" connection.
+                // That is a failed dial, and it must back off like one.
+                self.telemetry
+                    .handshake_failed("outbound", "refused_by_peer");
+                let wait = slot.backoff.failed(now, self.jitter(now));
+                tracing::warn!(peer = %node, %addr, alert, retry_in = ?wait,
+                    "peer refused our certificate");
+                return Err(DialError::Failed {
+                    addr,
+                    reason: format!("peer refused us: {reason}"),
+                });
+            }
+            tracing::info!(peer = %node, %addr, %reason, "connection to peer closed; re-dialing");
+        }
         if let Err(wait) = slot.backoff.ready(now) {
             return Err(DialError::Backoff {
                 addr,
@@ -106,13 +121,12 @@ impl PeerPool {
             .unwrap_or_else(|_| Err(format!("no handshake within {dial_timeout:?}")));
         match dialed {
             Ok(peer) => {
-                slot.backoff.succeeded();
+                // Backoff is reset only when a stream is answered: see `confirm`.
                 slot.connection = Some(peer.clone());
                 Ok(peer)
             }
             Err(reason) => {
-                let jitter = (self.jitter.hash_one(now) % 1000) as f64 / 1000.0;
-                let wait = slot.backoff.failed(Instant::now(), jitter);
+                let wait = slot.backoff.failed(Instant::now(), self.jitter(now));
                 self.telemetry
                     .counter(names::DIAL_FAILURES, &[("peer", &addr.to_string())])
                     .increment(1);
@@ -122,12 +136,36 @@ impl PeerPool {
         }
     }
 
+    /// Records that the peer at `addr` answered a stream: it accepted our certificate and
+    /// serves us, so dial backoff starts from scratch again.
+    pub async fn confirm(&self, addr: SocketAddr) {
+        let slot = self
+            .slots
+            .lock()
+            .expect("peer pool lock poisoned")
+            .get(&addr)
+            .cloned();
+        if let Some(slot) = slot {
+            slot.lock().await.backoff.succeeded();
+        }
+    }
+
+    fn jitter(&self, now: Instant) -> f64 {
+        (self.jitter.hash_one(now) % 1000) as f64 / 1000.0
+    }
+
     async fn dial(&self, addr: SocketAddr) -> Result<PeerConnection, String> {
         let connecting = self
             .endpoint
             .connect(addr, SERVER_NAME)
             .map_err(|e| e.to_string())?;
-        let connection = connecting.await.map_err(|e| e.to_string())?;
+        let connection = connecting.await.map_err(|e| {
+            if tls_alert(&e).is_some() {
+                self.telemetry
+                    .handshake_failed("outbound", "refused_by_peer");
+            }
+            e.to_string()
+        })?;
         let peer = PeerConnection::identify(connection)?;
         tracing::info!(peer = %peer.node_id, %addr, "connected to peer");
         self.telemetry
@@ -160,5 +198,16 @@ impl PeerPool {
                     .then(|| (*addr, peer.clone()))
             })
             .collect()
+    }
+}
+
+/// The TLS alert a peer closed the connection with, if it did (QUIC crypto error 0x100 + alert).
+fn tls_alert(reason: &quinn::ConnectionError) -> Option<u64> {
+    match reason {
+        quinn::ConnectionError::ConnectionClosed(close) => {
+            let code = u64::from(close.error_code);
+            (0x100..0x200).contains(&code).then_some(code - 0x100)
+        }
+        _ => None,
     }
 }

@@ -35,7 +35,8 @@ fn transport_config(settings: &TransportSettings) -> Result<Arc<TransportConfig>
         ))
         .keep_alive_interval(Some(settings.keep_alive))
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
-        .max_concurrent_uni_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
+        // No unidirectional streams are used yet; refuse them rather than let them pile up.
+        .max_concurrent_uni_streams(VarInt::from_u32(0))
         .stream_receive_window(VarInt::from_u32(2 << 20))
         .receive_window(VarInt::from_u32(8 << 20))
         .send_window(8 << 20);
@@ -57,6 +58,11 @@ pub fn server_config(
         .with_single_cert(credentials.chain.clone(), credentials.key.clone_key())
         .map_err(tls_err)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    // No session resumption: a resumed handshake restores the peer's old certificate without
+    // running the verifier, so an expired or (later) deny-listed node could keep reconnecting.
+    // Every connection proves its certificate afresh.
+    tls.session_storage = Arc::new(rustls::server::NoServerSessionStorage {});
+    tls.send_tls13_tickets = 0;
     let quic = QuicServerConfig::try_from(tls).map_err(tls_err)?;
     let mut config = quinn::ServerConfig::with_crypto(Arc::new(quic));
     config.transport_config(transport_config(settings)?);
@@ -79,6 +85,7 @@ pub fn client_config(
         .with_client_auth_cert(credentials.chain.clone(), credentials.key.clone_key())
         .map_err(tls_err)?;
     tls.alpn_protocols = vec![ALPN.to_vec()];
+    tls.resumption = rustls::client::Resumption::disabled();
     let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
     let mut config = quinn::ClientConfig::new(Arc::new(quic));
     config.transport_config(transport_config(settings)?);
