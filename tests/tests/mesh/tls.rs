@@ -8,6 +8,7 @@ use plexus_agent::telemetry::Telemetry;
 use plexus_protocol::frame::FrameMessage;
 use plexus_protocol::{NodeId, ServiceName, SpiffeId, StreamHeader, TrustDomain};
 use plexus_tests::*;
+use std::sync::Arc;
 use time::OffsetDateTime;
 
 use crate::PATIENCE;
@@ -19,30 +20,66 @@ fn settings() -> TransportSettings {
     }
 }
 
-/// Dials `target` presenting `node`'s certificate while trusting `trust`, and tries to open a
-/// proxied stream. Returns whether the stream was answered.
-async fn try_as(node: &NodeFiles, trust: &TrustBundle, target: SocketAddr) -> bool {
+/// The client side of a test peer: plexus's own client config for `node`, trusting `trust`.
+fn client_as(node: &NodeFiles, trust: &TrustBundle) -> quinn::ClientConfig {
     let creds =
         NodeCredentials::load(&node.dir.join("node.pem"), &node.dir.join("node.key")).unwrap();
-    let client =
-        plexus_agent::transport::client_config(trust, &creds, &settings(), &Telemetry::new())
-            .unwrap();
-    let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
-    endpoint.set_default_client_config(client);
+    plexus_agent::transport::client_config(trust, &creds, &settings(), &Telemetry::new()).unwrap()
+}
+
+/// A client that checks the server like an agent does but is built by hand: with no client
+/// certificate, or with a certificate and rustls's default session resumption left on.
+fn custom_client(trust: &TrustBundle, creds: Option<&NodeCredentials>) -> quinn::ClientConfig {
+    let (_, verifier) = pki::peer_verifiers(trust, &Telemetry::new()).unwrap();
+    let builder = rustls::ClientConfig::builder_with_provider(pki::crypto_provider())
+        .with_protocol_versions(&[&rustls::version::TLS13])
+        .unwrap()
+        .dangerous()
+        .with_custom_certificate_verifier(verifier);
+    let mut tls = match creds {
+        Some(c) => builder
+            .with_client_auth_cert(c.chain.clone(), c.key.clone_key())
+            .unwrap(),
+        None => builder.with_no_client_auth(),
+    };
+    tls.alpn_protocols = vec![plexus_agent::transport::ALPN.to_vec()];
+    let quic = quinn::crypto::rustls::QuicClientConfig::try_from(tls).unwrap();
+    quinn::ClientConfig::new(Arc::new(quic))
+}
+
+/// Dials `target` from `endpoint` with `client` and tries to open a proxied stream to `echo`.
+/// Returns whether the stream was answered.
+async fn try_stream(
+    endpoint: &quinn::Endpoint,
+    client: quinn::ClientConfig,
+    target: SocketAddr,
+) -> bool {
     let attempt = async {
-        let connection = endpoint.connect(target, "plexus.mesh").ok()?.await.ok()?;
+        let connection = endpoint
+            .connect_with(client, target, "plexus.mesh")
+            .ok()?
+            .await
+            .ok()?;
         let (mut send, mut recv) = connection.open_bi().await.ok()?;
         let header = StreamHeader {
             service: ServiceName::new("echo").unwrap(),
         };
         send.write_all(&header.to_frame_bytes()).await.ok()?;
         let mut reply = [0u8; 8];
-        recv.read_exact(&mut reply).await.ok()
+        let answered = recv.read_exact(&mut reply).await.ok();
+        connection.close(0u32.into(), b"done");
+        answered
     };
-    let answered = tokio::time::timeout(PATIENCE, attempt)
+    tokio::time::timeout(PATIENCE, attempt)
         .await
         .expect("attempt ends")
-        .is_some();
+        .is_some()
+}
+
+/// Dials `target` presenting `node`'s certificate while trusting `trust`, from a fresh endpoint.
+async fn try_as(node: &NodeFiles, trust: &TrustBundle, target: SocketAddr) -> bool {
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let answered = try_stream(&endpoint, client_as(node, trust), target).await;
     endpoint.close(0u32.into(), b"done");
     answered
 }
@@ -169,15 +206,163 @@ async fn plain_udp_senders_are_refused_and_counted() {
     fake_long_header.resize(1300, 7);
     for datagram in [
         &b"hello, is this thing on?"[..],
+        &b"GET /healthz HTTP/1.1\r\nHost: plexus.example\r\n\r\n"[..], // long plain text
         &[0u8; 1400][..],
         &fake_long_header[..],
     ] {
         socket.send_to(datagram, b.quic_addr).unwrap();
     }
-    assert!(eventually(PATIENCE, async || inbound_failures(&b, "not_quic") == 3.0).await);
+    assert!(eventually(PATIENCE, async || inbound_failures(&b, "not_quic") == 4.0).await);
     // The agent is unharmed: metrics still answer and a real peer still gets through.
     let (code, _) = admin_get(b.admin_addr, "/healthz").await;
     assert_eq!(code, 200);
     let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
     assert!(try_as(&mesh.node("node-a"), &trust, b.quic_addr).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_without_a_certificate_is_refused_and_counted() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let b = mesh
+        .agent(&mesh.node("node-b"), &service("echo", echo))
+        .await;
+    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert!(!try_stream(&endpoint, custom_client(&trust, None), b.quic_addr).await);
+    assert!(
+        eventually(PATIENCE, async || inbound_failures(&b, "no_certificate")
+            == 1.0)
+        .await
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_expired_certificate_cannot_ride_on_a_resumed_session() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let b = mesh
+        .agent(&mesh.node("node-b"), &service("echo", echo))
+        .await;
+    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let now = OffsetDateTime::now_utc();
+    let short = mesh.node_valid(
+        "short-lived",
+        Validity {
+            not_before: now - time::Duration::minutes(1),
+            not_after: now + time::Duration::seconds(2),
+        },
+    );
+    let creds =
+        NodeCredentials::load(&short.dir.join("node.pem"), &short.dir.join("node.key")).unwrap();
+    // This client keeps rustls's default resumption: were the agent to issue session tickets,
+    // the second connection would resume and skip certificate verification.
+    let client = custom_client(&trust, Some(&creds));
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert!(
+        try_stream(&endpoint, client.clone(), b.quic_addr).await,
+        "valid at first"
+    );
+
+    let expiry = std::time::SystemTime::UNIX_EPOCH
+        + std::time::Duration::from_secs(creds.info.not_after as u64 + 1);
+    assert!(eventually(PATIENCE, async || std::time::SystemTime::now() > expiry).await);
+    assert!(
+        !try_stream(&endpoint, client, b.quic_addr).await,
+        "refused once expired"
+    );
+    assert!(eventually(PATIENCE, async || inbound_failures(&b, "expired") == 1.0).await);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_agent_refused_by_its_peer_backs_off_instead_of_redialing_every_connection() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let b = mesh
+        .agent(&mesh.node("node-b"), &service("echo", echo))
+        .await;
+    // node-a trusts the mesh CA but holds a certificate from another CA: it accepts node-b,
+    // node-b refuses it, after quinn on node-a already considers the handshake done.
+    let other = Mesh::new();
+    let impostor = other.node("node-a");
+    let top = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
+    let path = mesh.path().join("impostor.toml");
+    let d = impostor.dir.display();
+    let ca = mesh.ca_dir().join("ca.pem");
+    std::fs::write(
+        &path,
+        format!(
+            "{top}[tls]\nca = \"{}\"\ncert = \"{d}/node.pem\"\nkey = \"{d}/node.key\"\n{}",
+            ca.display(),
+            upstream("echo", &[b.quic_addr], "2s")
+        ),
+    )
+    .unwrap();
+    let a = start(&path).await;
+    let app = a.upstream_addr("echo").unwrap();
+    for _ in 0..5 {
+        let reply = tokio::time::timeout(PATIENCE, exchange(app, b"hello"))
+            .await
+            .unwrap();
+        assert!(
+            reply.map(|r| r.is_empty()).unwrap_or(true),
+            "nothing may get through"
+        );
+    }
+    let refused =
+        "plexus_handshake_failures_total{direction=\"outbound\",reason=\"refused_by_peer\"}";
+    assert!(agent_metric(&a, refused) >= 1.0, "{}", a.telemetry.render());
+    let backoff =
+        "plexus_streams_refused_total{direction=\"outbound\",service=\"echo\",reason=\"backoff\"}";
+    assert!(agent_metric(&a, backoff) >= 1.0, "{}", a.telemetry.render());
+    // Five app connections in quick succession cost node-b far fewer than five handshakes.
+    let handshakes = inbound_failures(&b, "unknown_ca");
+    assert!(
+        (1.0..=2.0).contains(&handshakes),
+        "node-b saw {handshakes} handshakes"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_garbage_stream_header_is_refused_and_the_connection_still_serves() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let b = mesh
+        .agent(&mesh.node("node-b"), &service("echo", echo))
+        .await;
+    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+    let client = client_as(&mesh.node("node-a"), &trust);
+    let connection = endpoint
+        .connect_with(client, b.quic_addr, "plexus.mesh")
+        .unwrap()
+        .await
+        .unwrap();
+    for garbage in [
+        &b"GET / HTTP/1.1\r\n\r\n"[..],                        // not a frame
+        &[b'P', b'X', 1, 1, 0x7f, 0xff, 0xff, 0xff][..],       // declares 2 GiB
+        &[b'P', b'X', 9, 1, 0, 0, 0, 0][..],                   // unknown version
+        &[b'P', b'X', 1, 1, 0, 0, 0, 3, 0xff, 0xff, 0xff][..], // undecodable payload
+    ] {
+        let (mut send, mut recv) = connection.open_bi().await.unwrap();
+        send.write_all(garbage).await.unwrap();
+        send.finish().unwrap();
+        let mut buf = [0u8; 8];
+        assert!(
+            recv.read_exact(&mut buf).await.is_err(),
+            "the stream is reset, not answered"
+        );
+    }
+    let bad =
+        "plexus_streams_refused_total{direction=\"inbound\",service=\"\",reason=\"bad_header\"}";
+    assert!(eventually(PATIENCE, async || agent_metric(&b, bad) == 4.0).await);
+    // The same connection still carries a well-formed stream.
+    let (mut send, mut recv) = connection.open_bi().await.unwrap();
+    let header = StreamHeader {
+        service: ServiceName::new("echo").unwrap(),
+    };
+    send.write_all(&header.to_frame_bytes()).await.unwrap();
+    let mut reply = [0u8; 8];
+    recv.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply[..2], b"PX");
 }
