@@ -82,7 +82,8 @@ pub struct Upstream {
     pub listen: SocketAddr,
     /// Agents to try, in order of preference after round-robin (static for now).
     pub endpoints: Vec<SocketAddr>,
-    /// How long opening a stream to one endpoint may take before the next is tried.
+    /// Per endpoint: bounds dialing it, and then separately opening a stream on it, before the
+    /// next endpoint is tried.
     #[serde(with = "humantime_secs")]
     pub timeout: Duration,
 }
