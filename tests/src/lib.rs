@@ -278,6 +278,13 @@ impl AgentProcess {
             admin,
         };
         let ready = eventually(Duration::from_secs(20), async || {
+            // An agent that exits during start-up (say, a port taken meanwhile) fails at once.
+            if let Ok(Some(status)) = agent.child.try_wait() {
+                panic!(
+                    "agent {} exited during start-up: {status}",
+                    agent.config.display()
+                );
+            }
             matches!(plexus_agent::ctl::get(admin, "/readyz").await, Ok((200, _)))
         })
         .await;

@@ -206,3 +206,25 @@ async fn three_agents_spread_connections_over_endpoints() {
         "round robin over two endpoints"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn agents_talk_over_ipv6() {
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let on_v6 = |node: &str, extra: &str| {
+        let top = "listen = \"[::1]:0\"\nadmin = \"[::1]:0\"\n";
+        mesh.config(node, &mesh.node(node), top, extra)
+    };
+    let b = start(&on_v6("node-b", &service("echo", echo))).await;
+    assert!(b.quic_addr.is_ipv6());
+    let upstream_v6 = format!(
+        "[[upstream]]\nservice = \"echo\"\nlisten = \"[::1]:0\"\nendpoints = [\"{}\"]\n",
+        b.quic_addr
+    );
+    let a = start(&on_v6("node-a", &upstream_v6)).await;
+    let app = a.upstream_addr("echo").unwrap();
+    assert!(app.is_ipv6());
+    assert_eq!(exchange(app, b"over v6").await.unwrap(), b"over v6");
+    let (code, _) = admin_get(a.admin_addr, "/readyz").await;
+    assert_eq!(code, 200);
+}
