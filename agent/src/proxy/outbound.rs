@@ -166,7 +166,7 @@ impl UpstreamProxy {
         .await
         .unwrap_or(Err(OpenFailure::Timeout(timeout)));
         if answered.is_ok() {
-            self.pool.confirm(addr).await;
+            self.pool.confirm(addr);
         }
         match answered {
             Ok(OpenReply::Accepted) => Ok((send, recv, peer.node_id)),

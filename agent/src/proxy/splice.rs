@@ -52,20 +52,63 @@ pub enum SpliceError {
     Closed(#[from] quinn::ClosedStream),
 }
 
+/// The two ends of a splice, and which directions ended cleanly.
+///
+/// Dropping it resets every direction that did not end cleanly: on an error, and also when the
+/// task running the splice is aborted (agent shutdown, a lost peer connection). Without this, a
+/// dropped `SendStream` would *finish* (quinn's drop is graceful) and a dropped `TcpStream`
+/// would send FIN, so a cut-off transfer would look complete to the other side.
+struct Ends {
+    tcp: TcpStream,
+    send: SendStream,
+    recv: RecvStream,
+    /// The app's bytes all went out and the stream was finished (or the peer said it wants no
+    /// more of them).
+    sent_all: bool,
+    /// The service's bytes all reached the app, followed by FIN.
+    received_all: bool,
+}
+
+impl Drop for Ends {
+    fn drop(&mut self) {
+        if !self.sent_all {
+            let _ = self.send.reset(RESET_CODE.into());
+        }
+        if !self.received_all {
+            let _ = self.recv.stop(RESET_CODE.into());
+            abort(&self.tcp);
+        }
+    }
+}
+
 /// Pumps bytes both ways until both directions have ended.
 ///
 /// End of input on one side becomes a half-close on the other: TCP EOF finishes the QUIC send
-/// stream, QUIC stream end shuts down TCP writes. If either side fails, the other is torn down
-/// abortively: the QUIC stream is reset and stopped, and the TCP socket is closed with RST.
+/// stream, QUIC stream end shuts down TCP writes. If the serving side stops reading (QUIC
+/// STOP_SENDING), the upward direction ends and the downward one carries on. If either side
+/// fails, whatever did not complete is torn down abortively: the QUIC stream is reset or
+/// stopped, and the TCP socket is closed with RST, so apps see failures as failures.
 pub async fn splice(
-    mut tcp: TcpStream,
-    mut send: SendStream,
-    mut recv: RecvStream,
+    tcp: TcpStream,
+    send: SendStream,
+    recv: RecvStream,
     counters: &SpliceCounters,
 ) -> Result<(), SpliceError> {
+    let mut ends = Ends {
+        tcp,
+        send,
+        recv,
+        sent_all: false,
+        received_all: false,
+    };
+    let Ends {
+        tcp,
+        send,
+        recv,
+        sent_all,
+        received_all,
+    } = &mut ends;
     let (mut tcp_read, mut tcp_write) = tcp.split();
-    // Which directions ended cleanly: a failure of one must not destroy the other's data.
-    let (mut sent_all, mut received_all) = (false, false);
     let upward = async {
         // One buffer reused for every read; quinn copies just the bytes read into its own
         // send buffer, so a 1 KiB message costs 1 KiB there, not a fresh 64 KiB allocation.
@@ -74,11 +117,20 @@ pub async fn splice(
             let n = tcp_read.read(&mut buf).await?;
             if n == 0 {
                 send.finish()?;
-                sent_all = true;
+                *sent_all = true;
                 return Ok::<_, SpliceError>(());
             }
             counters.tcp_to_stream.increment(n as u64);
-            send.write_all(&buf[..n]).await?;
+            match send.write_all(&buf[..n]).await {
+                Ok(()) => {}
+                Err(quinn::WriteError::Stopped(_)) => {
+                    // The other side wants no more of the app's bytes; its answer may still
+                    // be on its way down, so only this direction ends.
+                    *sent_all = true;
+                    return Ok(());
+                }
+                Err(e) => return Err(e.into()),
+            }
         }
     };
     let downward = async {
@@ -87,23 +139,11 @@ pub async fn splice(
             tcp_write.write_all(&chunk.bytes).await?;
         }
         tcp_write.shutdown().await?;
-        received_all = true;
+        *received_all = true;
         Ok::<_, SpliceError>(())
     };
-    let result = tokio::try_join!(upward, downward).map(|_| ());
-    if result.is_err() {
-        // A finished send stream keeps delivering its buffered bytes: reset it only if the
-        // app's bytes were cut short. Likewise the app's socket is reset (RST, which discards
-        // unsent data) only if the service's bytes did not all reach it.
-        if !sent_all {
-            let _ = send.reset(RESET_CODE.into());
-        }
-        if !received_all {
-            let _ = recv.stop(RESET_CODE.into());
-            abort(&tcp);
-        }
-    }
-    result
+    tokio::try_join!(upward, downward).map(|_| ())
+    // `ends` drops here and tears down whatever did not complete.
 }
 
 /// Closes a TCP socket with RST instead of FIN when it is dropped.

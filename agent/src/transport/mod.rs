@@ -17,7 +17,6 @@ pub use frames::{read_message, write_message, ReadMessageError};
 pub use pool::{DialError, PeerPool};
 pub use tls::{client_config, server_config, ALPN};
 
-use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
@@ -92,8 +91,8 @@ pub fn bind_endpoint(
         names::HANDSHAKE_FAILURES,
         &[("direction", "inbound"), ("reason", "not_quic")],
     );
-    // Keyed connection IDs let the socket wrapper tell our short-header packets from junk.
-    let cid_key = std::collections::hash_map::RandomState::new().hash_one(listen);
+    let keys = EndpointKeys::derive(credentials);
+    let cid_key = keys.cid;
     let socket = Arc::new(datagram::CountingSocket::new(
         socket,
         QuicShape::new(cid_key),
@@ -101,7 +100,7 @@ pub fn bind_endpoint(
     ));
     let server = server_config(trust, credentials, settings, telemetry)?;
     // Every peer is a Plexus agent: keep the fixed bit set so non-QUIC datagrams stand out.
-    let mut endpoint_config = EndpointConfig::default();
+    let mut endpoint_config = EndpointConfig::new(keys.reset);
     endpoint_config
         .grease_quic_bit(false)
         .cid_generator(move || {
@@ -112,4 +111,34 @@ pub fn bind_endpoint(
             .map_err(bind_err)?;
     endpoint.set_default_client_config(client_config(trust, credentials, settings, telemetry)?);
     Ok(endpoint)
+}
+
+/// Endpoint secrets that must survive a restart, derived from the node's private key.
+///
+/// - `cid`: keys the connection IDs this endpoint issues, so a short-header packet can be
+///   checked as ours (see [`QuicShape`]), including packets of connections from before a
+///   restart, which quinn then answers with a stateless reset instead of dropping silently;
+/// - `reset`: keys stateless reset tokens, so a peer recognises that reset as genuine and closes
+///   its connection to the restarted agent at once instead of waiting for its idle timeout.
+///
+/// Both are HMAC-SHA256 of a fixed label under the node key: stable for one key, and revealing
+/// nothing about it.
+struct EndpointKeys {
+    cid: u64,
+    reset: Arc<ring::hmac::Key>,
+}
+
+impl EndpointKeys {
+    fn derive(credentials: &NodeCredentials) -> Self {
+        use ring::hmac;
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, credentials.key.secret_der());
+        let cid_tag = hmac::sign(&secret, b"plexus/1 quic connection id key");
+        let mut cid = [0u8; 8];
+        cid.copy_from_slice(&cid_tag.as_ref()[..8]);
+        let reset_tag = hmac::sign(&secret, b"plexus/1 quic stateless reset key");
+        Self {
+            cid: u64::from_le_bytes(cid),
+            reset: Arc::new(hmac::Key::new(hmac::HMAC_SHA256, reset_tag.as_ref())),
+        }
+    }
 }

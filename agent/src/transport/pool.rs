@@ -99,6 +99,7 @@ impl PeerPool {
                 // That is a failed dial, and it must back off like one.
                 self.telemetry
                     .handshake_failed("outbound", "refused_by_peer");
+                self.dial_failed(addr);
                 let wait = slot.backoff.failed(now, self.jitter(now));
                 tracing::warn!(peer = %node, %addr, alert, retry_in = ?wait,
                     "peer refused our certificate");
@@ -127,9 +128,7 @@ impl PeerPool {
             }
             Err(reason) => {
                 let wait = slot.backoff.failed(Instant::now(), self.jitter(now));
-                self.telemetry
-                    .counter(names::DIAL_FAILURES, &[("peer", &addr.to_string())])
-                    .increment(1);
+                self.dial_failed(addr);
                 tracing::warn!(%addr, %reason, retry_in = ?wait, "dial to peer failed");
                 Err(DialError::Failed { addr, reason })
             }
@@ -137,17 +136,25 @@ impl PeerPool {
     }
 
     /// Records that the peer at `addr` answered a stream: it accepted our certificate and
-    /// serves us, so dial backoff starts from scratch again.
-    pub async fn confirm(&self, addr: SocketAddr) {
+    /// serves us, so dial backoff starts from scratch again. Skipped while another caller holds
+    /// the slot (a dial in progress): that dial records its own outcome.
+    pub fn confirm(&self, addr: SocketAddr) {
         let slot = self
             .slots
             .lock()
             .expect("peer pool lock poisoned")
             .get(&addr)
             .cloned();
-        if let Some(slot) = slot {
-            slot.lock().await.backoff.succeeded();
-        }
+        let Some(slot) = slot else { return };
+        if let Ok(mut slot) = slot.try_lock() {
+            slot.backoff.succeeded();
+        };
+    }
+
+    fn dial_failed(&self, addr: SocketAddr) {
+        self.telemetry
+            .counter(names::DIAL_FAILURES, &[("peer", &addr.to_string())])
+            .increment(1);
     }
 
     fn jitter(&self, now: Instant) -> f64 {
@@ -163,6 +170,7 @@ impl PeerPool {
             if tls_alert(&e).is_some() {
                 self.telemetry
                     .handshake_failed("outbound", "refused_by_peer");
+                self.dial_failed(addr);
             }
             e.to_string()
         })?;

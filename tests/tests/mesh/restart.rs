@@ -107,3 +107,47 @@ async fn a_stopped_agent_says_goodbye_so_callers_notice_at_once() {
         "the caller did not see the goodbye"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restarted_agent_resets_old_connections_so_callers_redial_at_once() {
+    // Idle timeouts of 60 s: only a stateless reset from the restarted agent can make the
+    // caller drop its old connection within the bound below.
+    let mesh = Mesh::new();
+    let echo = echo_server().await;
+    let quic: SocketAddr = format!("127.0.0.1:{}", free_port(true)).parse().unwrap();
+    let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
+    let slow_idle = "[transport]\nidle_timeout = \"60s\"\nkeep_alive = \"1s\"\n";
+    let top = format!("listen = \"{quic}\"\nadmin = \"{admin}\"\n{slow_idle}");
+    let b_config = mesh.config("node-b", &mesh.node("node-b"), &top, &service("echo", echo));
+    let mut b = AgentProcess::spawn(&b_config, admin).await;
+    let a_top = format!("listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n{slow_idle}");
+    let a_config = mesh.config(
+        "node-a",
+        &mesh.node("node-a"),
+        &a_top,
+        &upstream("echo", &[quic], "1s"),
+    );
+    let a = start(&a_config).await;
+    let app = a.upstream_addr("echo").unwrap();
+    assert_eq!(exchange(app, b"before").await.unwrap(), b"before");
+
+    b.kill();
+    let _b = AgentProcess::spawn(&b_config, admin).await;
+    let restarted = std::time::Instant::now();
+    let served = eventually(Duration::from_secs(10), async || {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), exchange(app, b"after")).await,
+            Ok(Ok(reply)) if reply == b"after"
+        )
+    })
+    .await;
+    assert!(
+        served,
+        "the caller never got through to the restarted agent"
+    );
+    assert!(restarted.elapsed() < Duration::from_secs(10));
+    assert_eq!(
+        agent_metric(&a, "plexus_connections_total{direction=\"outbound\"}"),
+        2.0
+    );
+}
