@@ -138,8 +138,25 @@ fn pki_issue_writes_a_spiffe_leaf_with_the_requested_lifetime() {
     assert_eq!(code, 0, "{stderr}");
     let pem = std::fs::read(node.join("node.pem")).unwrap();
     let der = rustls::pki_types::CertificateDer::from_pem_slice(&pem).unwrap();
-    let info = plexus_agent::pki::cert_info(&der).unwrap();
-    assert_eq!(info.not_after - info.not_before, 3600 + 60);
+    let reissued = plexus_agent::pki::cert_info(&der).unwrap();
+    assert_eq!(reissued.not_after - reissued.not_before, 3600 + 60);
+    assert_ne!(
+        reissued.serial, info.serial,
+        "every certificate gets its own serial"
+    );
+    assert_eq!(
+        reissued.serial.len(),
+        32,
+        "128-bit serial in hex: {}",
+        reissued.serial
+    );
+    assert_eq!(mode(&node.join("node.key")), 0o600);
+    let leftovers: Vec<_> = std::fs::read_dir(&node)
+        .unwrap()
+        .map(|e| e.unwrap().file_name())
+        .filter(|n| n.to_string_lossy().ends_with(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
 }
 
 #[test]

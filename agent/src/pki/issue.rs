@@ -66,6 +66,7 @@ pub fn init_ca(
     params.subject_alt_names = vec![SanType::URI(root.clone().try_into()?)];
     params.not_before = options.validity.not_before;
     params.not_after = options.validity.not_after;
+    params.serial_number = Some(random_serial()?);
     let key = KeyPair::generate()?;
     let cert = params.self_signed(&key)?;
     fs::create_dir_all(out).map_err(PkiError::io(out))?;
@@ -124,6 +125,7 @@ pub fn node_certificate(
     params.use_authority_key_identifier_extension = true;
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
+    params.serial_number = Some(random_serial()?);
     let key = KeyPair::generate()?;
     let cert = params.signed_by(&key, issuer)?;
     Ok((cert.pem(), key.serialize_pem()))
@@ -138,17 +140,41 @@ fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
     Ok(())
 }
 
-/// Writes a private key readable by its owner only (0600), created that way, never widened.
+/// Writes a private key readable by its owner only (0600, from creation, never widened).
+///
+/// The key goes to a temporary file beside the target which is then renamed over it, so an
+/// interrupted write never leaves a truncated key or loses the one being replaced.
 fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
-    let _ = fs::remove_file(path);
+    let mut name = path.file_name().unwrap_or_default().to_owned();
+    name.push(".tmp");
+    let tmp = path.with_file_name(name);
+    let _ = fs::remove_file(&tmp);
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(path)
-        .map_err(PkiError::io(path))?;
+        .open(&tmp)
+        .map_err(PkiError::io(&tmp))?;
     file.write_all(contents.as_bytes())
-        .map_err(PkiError::io(path))
+        .and_then(|()| file.sync_all())
+        .map_err(PkiError::io(&tmp))?;
+    fs::rename(&tmp, path).map_err(PkiError::io(path))
+}
+
+/// A random positive 128-bit serial number: unique per certificate even when a key is reused
+/// (rcgen's default derives it from the public key), so a serial can name one certificate.
+fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
+    use ring::rand::SecureRandom;
+    let mut bytes = [0u8; 16];
+    ring::rand::SystemRandom::new()
+        .fill(&mut bytes)
+        .map_err(|_| PkiError::BadFile {
+            path: "/dev/urandom".into(),
+            reason: "no randomness".into(),
+        })?;
+    bytes[0] &= 0x7f;
+    bytes[0] |= 0x01; // positive and never shorter than 16 bytes
+    Ok(rcgen::SerialNumber::from_slice(&bytes))
 }
 
 fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
