@@ -220,6 +220,9 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                     trust.trust_domain()
                 ),
             );
+        } else if let Err(reason) = crate::pki::check_own_certificate(trust, creds) {
+            // Peers would refuse every handshake: better said now than after start.
+            c.error("tls.cert", reason);
         }
     }
 

@@ -11,7 +11,7 @@ mod verify;
 
 pub use credentials::{cert_info, leaf_spiffe_id, CertInfo, NodeCredentials, TrustBundle};
 pub use issue::{init_ca, issue_node, node_certificate, IssueOptions, Validity};
-pub use verify::{peer_verifiers, rejection_reason, MeshVerifier};
+pub use verify::{check_own_certificate, peer_verifiers, rejection_reason, MeshVerifier};
 
 use std::path::PathBuf;
 

@@ -52,6 +52,44 @@ pub fn peer_verifiers(
     Ok((make("inbound"), make("outbound")))
 }
 
+/// Checks this node's own certificate the way peers will: chain to `trust`, validity dates
+/// now. Returns a one-line reason when peers would refuse it.
+pub fn check_own_certificate(
+    trust: &TrustBundle,
+    credentials: &super::NodeCredentials,
+) -> Result<(), String> {
+    let provider = super::crypto_provider();
+    let leaf = &credentials.chain[0];
+    let parsed =
+        ParsedCertificate::try_from(leaf).map_err(|e| format!("unusable certificate: {e}"))?;
+    let now = UnixTime::now();
+    rustls::client::verify_server_cert_signed_by_trust_anchor(
+        &parsed,
+        &trust.roots(),
+        &credentials.chain[1..],
+        now,
+        provider.signature_verification_algorithms.all,
+    )
+    .map_err(|error| {
+        let reason = rejection_reason(&error);
+        let info = &credentials.info;
+        match reason {
+            "expired" => format!(
+                "certificate expired (not after unix {}); issue a new one",
+                info.not_after
+            ),
+            "not_yet_valid" => format!(
+                "certificate is not valid yet (not before unix {}); check this host's clock",
+                info.not_before
+            ),
+            "unknown_ca" | "bad_signature" => {
+                "certificate is not signed by a CA in tls.ca; peers would refuse it".to_owned()
+            }
+            _ => format!("peers would refuse this certificate: {error}"),
+        }
+    })
+}
+
 /// A stable reason label for a refused handshake, for metrics and logs.
 pub fn rejection_reason(error: &Error) -> &'static str {
     match error {

@@ -182,3 +182,38 @@ fn the_example_config_in_deploy_is_valid_but_for_its_certificate_paths() {
         );
     }
 }
+
+#[test]
+fn an_own_certificate_peers_would_refuse_is_refused() {
+    let mesh = Mesh::new();
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let expired = mesh.node_valid(
+        "node-old",
+        plexus_agent::pki::Validity {
+            not_before: now - day * 2,
+            not_after: now - day,
+        },
+    );
+    let path = mesh.config("expired", &expired, "", "");
+    let result = run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"]);
+    assert_refused(result, "expired.toml", "tls.cert", "certificate expired");
+
+    // Same trust domain, another CA: the trust domains match, the signature does not.
+    let other = Mesh::new();
+    let stranger = other.node("node-x");
+    let path = mesh.path().join("stranger.toml");
+    let text = format!(
+        "[tls]\nca = \"{}\"\ncert = \"{1}/node.pem\"\nkey = \"{1}/node.key\"\n",
+        mesh.ca_dir().join("ca.pem").display(),
+        stranger.dir.display()
+    );
+    std::fs::write(&path, text).unwrap();
+    let result = run_plexus(&["agent", "--config", path.to_str().unwrap(), "--check"]);
+    assert_refused(
+        result,
+        "stranger.toml",
+        "tls.cert",
+        "not signed by a CA in tls.ca",
+    );
+}

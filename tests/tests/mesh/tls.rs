@@ -283,14 +283,19 @@ async fn an_agent_refused_by_its_peer_backs_off_instead_of_redialing_every_conne
     let b = mesh
         .agent(&mesh.node("node-b"), &service("echo", echo))
         .await;
-    // node-a trusts the mesh CA but holds a certificate from another CA: it accepts node-b,
-    // node-b refuses it, after quinn on node-a already considers the handshake done.
+    // node-a holds a certificate from another CA: it accepts node-b, node-b refuses it, after
+    // quinn on node-a already considers the handshake done.
     let other = Mesh::new();
     let impostor = other.node("node-a");
     let top = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n";
     let path = mesh.path().join("impostor.toml");
     let d = impostor.dir.display();
-    let ca = mesh.ca_dir().join("ca.pem");
+    // Its bundle trusts both CAs: its own certificate checks out locally, and node-b's too.
+    let ca = mesh.path().join("both-cas.pem");
+    let bundle = [mesh.ca_dir().join("ca.pem"), other.ca_dir().join("ca.pem")]
+        .map(|p| std::fs::read_to_string(p).unwrap())
+        .concat();
+    std::fs::write(&ca, bundle).unwrap();
     std::fs::write(
         &path,
         format!(
