@@ -14,9 +14,14 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode};
-use hyper_util::rt::TokioIo;
+use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::TcpListener;
 use tokio::sync::watch;
+
+/// Admin connections served at once; more are refused until one closes.
+const MAX_CONNECTIONS: usize = 64;
+/// How long a client may take to send a request's headers.
+const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// What the admin endpoint needs from the running agent.
 pub trait AdminView: Send + Sync + 'static {
@@ -33,6 +38,7 @@ pub async fn serve(
 ) {
     // Connection tasks live in this set: when the loop ends, keep-alive connections end too.
     let mut connections = tokio::task::JoinSet::new();
+    let slots = Arc::new(tokio::sync::Semaphore::new(MAX_CONNECTIONS));
     loop {
         while connections.try_join_next().is_some() {}
         let stream = tokio::select! {
@@ -46,13 +52,22 @@ pub async fn serve(
             },
             _ = crate::agent::stopping(&mut shutdown) => return,
         };
+        // A bounded number of connections, each with a deadline for its request headers: a
+        // local client holding sockets open cannot use up the agent's file descriptors.
+        let Ok(permit) = slots.clone().try_acquire_owned() else {
+            tracing::warn!("admin API busy: {MAX_CONNECTIONS} connections open; refusing one");
+            continue;
+        };
         let view = view.clone();
         connections.spawn(async move {
+            let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let view = view.clone();
                 async move { Ok::<_, Infallible>(answer(&*view, &req)) }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(HEADER_READ_TIMEOUT)
                 .serve_connection(TokioIo::new(stream), service)
                 .await
             {
@@ -64,7 +79,12 @@ pub async fn serve(
 
 fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        return text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+        response.headers_mut().insert(
+            hyper::header::ALLOW,
+            hyper::header::HeaderValue::from_static("GET, HEAD"),
+        );
+        return response;
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),

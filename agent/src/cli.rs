@@ -78,7 +78,7 @@ pub enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
         /// CA lifetime.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "365d")]
+        #[arg(long, value_parser = parse_lifetime, default_value = "365d")]
         lifetime: Duration,
         /// Replace an existing CA key.
         #[arg(long)]
@@ -95,7 +95,7 @@ pub enum PkiCommand {
         #[arg(long)]
         out: PathBuf,
         /// Certificate lifetime.
-        #[arg(long, value_parser = humantime::parse_duration, default_value = "24h")]
+        #[arg(long, value_parser = parse_lifetime, default_value = "24h")]
         lifetime: Duration,
         /// Replace an existing node key.
         #[arg(long)]
@@ -107,6 +107,27 @@ pub enum PkiCommand {
 pub enum CtlCommand {
     /// Identity, addresses, certificate, peers and services of the agent.
     Status,
+}
+
+/// A certificate lifetime: a duration from one minute to 100 years.
+fn parse_lifetime(value: &str) -> Result<Duration, String> {
+    let lifetime = humantime::parse_duration(value).map_err(|e| e.to_string())?;
+    let (min, max) = (
+        Duration::from_secs(60),
+        Duration::from_secs(100 * 365 * 24 * 3600),
+    );
+    if lifetime < min || lifetime > max {
+        return Err(format!("must be between 1m and 100y, got {value}"));
+    }
+    Ok(lifetime)
+}
+
+/// The exit code for a PKI failure: bad input is a usage error, failing to write is runtime.
+fn pki_failure(error: pki::PkiError) -> Failure {
+    match error {
+        pki::PkiError::Io { .. } | pki::PkiError::Generate(_) => Failure::runtime(error),
+        _ => Failure::usage(error),
+    }
 }
 
 /// Parses arguments, runs the command, and returns the process exit code.
@@ -194,7 +215,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 validity: Validity::starting_now(lifetime),
                 force,
             };
-            let root = pki::init_ca(&trust_domain, &out, options).map_err(Failure::usage)?;
+            let root = pki::init_ca(&trust_domain, &out, options).map_err(pki_failure)?;
             println!("mesh CA for {root} written to {}", out.display());
             Ok(())
         }
@@ -209,7 +230,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 validity: Validity::starting_now(lifetime),
                 force,
             };
-            let id = pki::issue_node(&ca, &node, &out, options).map_err(Failure::usage)?;
+            let id = pki::issue_node(&ca, &node, &out, options).map_err(pki_failure)?;
             println!("certificate for {id} written to {}", out.display());
             Ok(())
         }

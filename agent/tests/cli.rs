@@ -186,3 +186,24 @@ fn bad_usage_exits_2_with_a_reason() {
     assert_eq!(plexus(&["frobnicate"]).0, 2);
     assert_eq!(plexus(&["--help"]).0, 0);
 }
+
+#[test]
+fn lifetimes_out_of_range_are_usage_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("ca");
+    for lifetime in ["0s", "10s", "10000y", "soon"] {
+        let (code, _, stderr) = plexus(&[
+            "pki",
+            "init",
+            "--trust-domain",
+            "example.org",
+            "--out",
+            out.to_str().unwrap(),
+            "--lifetime",
+            lifetime,
+        ]);
+        assert_eq!(code, 2, "--lifetime {lifetime}: {stderr}");
+        assert!(stderr.contains("--lifetime"), "{stderr}");
+    }
+    assert!(!out.join("ca.key").exists(), "nothing was written");
+}

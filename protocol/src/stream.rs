@@ -16,6 +16,10 @@ use crate::identity::ServiceName;
 pub struct StreamHeader {
     /// The service the caller wants to reach on the serving agent.
     pub service: ServiceName,
+    /// How long, in milliseconds, the caller waits for the [`OpenReply`]. The serving agent
+    /// keeps its own work (connecting to the local service) inside this budget, so its answer,
+    /// with the true reason, arrives before the caller gives up.
+    pub open_budget_ms: u32,
 }
 
 impl FrameMessage for StreamHeader {

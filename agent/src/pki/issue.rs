@@ -85,8 +85,9 @@ pub fn issue_node(
 ) -> Result<SpiffeId, PkiError> {
     let ca_cert_path = ca_dir.join(files::CA_CERT);
     let ca_key_path = ca_dir.join(files::CA_KEY);
-    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(PkiError::io(&ca_cert_path))?;
-    let ca_key_pem = fs::read_to_string(&ca_key_path).map_err(PkiError::io(&ca_key_path))?;
+    let ca_pem = fs::read_to_string(&ca_cert_path).map_err(|e| PkiError::bad(&ca_cert_path, e))?;
+    let ca_key_pem =
+        fs::read_to_string(&ca_key_path).map_err(|e| PkiError::bad(&ca_key_path, e))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| PkiError::bad(&ca_key_path, e))?;
     let bundle = super::TrustBundle::from_pem(&ca_cert_path, ca_pem.as_bytes())?;
     let issuer =

@@ -16,6 +16,8 @@ pub use verify::{check_own_certificate, peer_verifiers, rejection_reason, MeshVe
 use std::path::PathBuf;
 
 /// Why a PKI operation failed; each variant names the file involved.
+///
+/// `Io` is a failure to write (a runtime failure); unreadable or unusable input is `BadFile`.
 #[derive(Debug, thiserror::Error)]
 pub enum PkiError {
     #[error("{path}: {source}")]

@@ -14,10 +14,16 @@ use crate::transport::{read_message, write_message};
 
 /// How long a peer has to send its stream header after opening a stream.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
-/// How long the local service has to accept a connection. Shorter than the callers' default
-/// open timeout (2 s), so a slow service is reported as `local_connect_timeout` to the caller
-/// rather than the caller timing out first.
-const LOCAL_CONNECT_TIMEOUT: Duration = Duration::from_secs(1);
+/// Bounds on the time the local service has to accept a connection. Within them the serving
+/// agent uses three quarters of the caller's open budget (sent in the stream header), so its
+/// answer (say `local_connect_timeout`) reaches the caller before the caller gives up.
+const LOCAL_CONNECT_MIN: Duration = Duration::from_millis(100);
+const LOCAL_CONNECT_MAX: Duration = Duration::from_secs(10);
+
+fn local_connect_timeout(open_budget_ms: u32) -> Duration {
+    (Duration::from_millis(u64::from(open_budget_ms)) * 3 / 4)
+        .clamp(LOCAL_CONNECT_MIN, LOCAL_CONNECT_MAX)
+}
 
 struct Hosted {
     service: LocalService,
@@ -106,6 +112,7 @@ impl InboundProxy {
                 }
             };
         let service = header.service;
+        let connect_timeout = local_connect_timeout(header.open_budget_ms);
         let Some(hosted) = self.services.get(&service) else {
             tracing::warn!(%peer, %service, "stream for a service this agent does not host");
             self.refuse(
@@ -118,9 +125,7 @@ impl InboundProxy {
             return;
         };
         let address = hosted.service.address;
-        let tcp = match tokio::time::timeout(LOCAL_CONNECT_TIMEOUT, TcpStream::connect(address))
-            .await
-        {
+        let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(tcp)) => tcp,
             Ok(Err(error)) => {
                 let refusal = if error.kind() == std::io::ErrorKind::ConnectionRefused {
@@ -180,5 +185,18 @@ impl InboundProxy {
     /// Names of the hosted services.
     pub fn service_names(&self) -> impl Iterator<Item = &ServiceName> {
         self.services.keys()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_connects_stay_inside_the_callers_budget() {
+        assert_eq!(local_connect_timeout(2000), Duration::from_millis(1500));
+        assert_eq!(local_connect_timeout(5000), Duration::from_millis(3750));
+        assert_eq!(local_connect_timeout(0), LOCAL_CONNECT_MIN);
+        assert_eq!(local_connect_timeout(u32::MAX), LOCAL_CONNECT_MAX);
     }
 }

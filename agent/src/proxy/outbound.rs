@@ -154,6 +154,7 @@ impl UpstreamProxy {
             .map_err(|e| OpenFailure::Stream(e.to_string()))?;
         let header = StreamHeader {
             service: self.upstream.service.clone(),
+            open_budget_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
         };
         let answered = tokio::time::timeout(timeout, async {
             write_message(&mut send, &header)

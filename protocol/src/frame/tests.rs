@@ -7,6 +7,7 @@ use crate::stream::{OpenReply, Refusal, StreamHeader};
 fn header(service: &str) -> StreamHeader {
     StreamHeader {
         service: ServiceName::new(service).unwrap(),
+        open_budget_ms: 2000,
     }
 }
 
@@ -118,8 +119,11 @@ fn any_refusal() -> impl Strategy<Value = Refusal> {
 
 proptest! {
     #[test]
-    fn encode_then_decode_is_identity(service in "[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}") {
-        let sent = header(&service);
+    fn encode_then_decode_is_identity(
+        service in "[a-zA-Z0-9][a-zA-Z0-9._-]{0,62}",
+        open_budget_ms in any::<u32>(),
+    ) {
+        let sent = StreamHeader { open_budget_ms, ..header(&service) };
         let bytes = sent.to_frame_bytes();
         let (frame, used) = Frame::decode(&bytes).unwrap();
         prop_assert_eq!(used, bytes.len());

@@ -113,3 +113,37 @@ async fn a_refusing_endpoint_is_skipped_for_the_next_one() {
     let refused = "plexus_streams_refused_total{direction=\"inbound\",service=\"echo\",reason=\"unknown_service\"}";
     assert!(eventually(PATIENCE, async || agent_metric(&without, refused) == 2.0).await);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_admin_client_is_cut_off_and_others_are_served() {
+    use tokio::io::AsyncWriteExt;
+    let mesh = Mesh::new();
+    let b = mesh.agent(&mesh.node("node-b"), "").await;
+    let mut stalled = TcpStream::connect(b.admin_addr).await.unwrap();
+    stalled
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .await
+        .unwrap(); // never finished
+    let (code, _) = admin_get(b.admin_addr, "/healthz").await;
+    assert_eq!(code, 200, "another client is served meanwhile");
+    let started = Instant::now();
+    let mut buf = [0u8; 256];
+    let ended = tokio::time::timeout(PATIENCE, async {
+        loop {
+            match stalled.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {} // hyper may answer 408 before closing
+            }
+        }
+    })
+    .await;
+    assert!(
+        ended.is_ok(),
+        "the stalled admin connection was never closed"
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(8),
+        "{:?}",
+        started.elapsed()
+    );
+}

@@ -143,17 +143,31 @@ async fn two_hundred_concurrent_connections_all_complete() {
                 barrier.wait().await;
                 stream.shutdown().await.unwrap();
                 let mut reply = Vec::new();
-                stream.read_to_end(&mut reply).await.unwrap();
-                reply == message
+                match stream.read_to_end(&mut reply).await {
+                    Ok(_) if reply == message => Ok(()),
+                    Ok(_) => Err(format!("client {i}: reply differs ({} bytes)", reply.len())),
+                    Err(e) => Err(format!("client {i}: {e}")),
+                }
             })
         })
         .collect();
+    let mut failures = Vec::new();
     for client in clients {
-        assert!(tokio::time::timeout(PATIENCE, client)
+        if let Err(e) = tokio::time::timeout(PATIENCE, client)
             .await
             .unwrap()
-            .unwrap());
+            .unwrap()
+        {
+            failures.push(e);
+        }
     }
+    assert!(
+        failures.is_empty(),
+        "{} of {CONNECTIONS} failed: {failures:?}\n--- node-a ---\n{}\n--- node-b ---\n{}",
+        failures.len(),
+        a.telemetry.render(),
+        b.telemetry.render()
+    );
     let completed =
         "plexus_streams_total{direction=\"inbound\",service=\"echo\",outcome=\"completed\"}";
     assert!(

@@ -63,6 +63,7 @@ async fn try_stream(
         let (mut send, mut recv) = connection.open_bi().await.ok()?;
         let header = StreamHeader {
             service: ServiceName::new("echo").unwrap(),
+            open_budget_ms: 2000,
         };
         send.write_all(&header.to_frame_bytes()).await.ok()?;
         let mut reply = [0u8; 8];
@@ -370,6 +371,7 @@ async fn a_garbage_stream_header_is_refused_and_the_connection_still_serves() {
     let (mut send, mut recv) = connection.open_bi().await.unwrap();
     let header = StreamHeader {
         service: ServiceName::new("echo").unwrap(),
+        open_budget_ms: 2000,
     };
     send.write_all(&header.to_frame_bytes()).await.unwrap();
     let mut reply = [0u8; 8];
