@@ -5,7 +5,7 @@
 //! through `node-b`, over QUIC with mutual TLS, to `node-a` and back, and narrates each step.
 
 use std::net::SocketAddr;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 use plexus_protocol::{NodeId, TrustDomain};
@@ -17,23 +17,18 @@ use crate::pki::{self, IssueOptions, Validity};
 
 const TRUST_DOMAIN: &str = "demo.plexus";
 
-struct RemoveOnDrop(PathBuf);
-
-impl Drop for RemoveOnDrop {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
-
 fn step(n: u32, text: impl AsRef<str>) {
     println!("[{n}/5] {}", text.as_ref());
 }
 
 /// Runs the walk-through; with `hold`, keeps the mesh up until Ctrl-C.
 pub async fn run(hold: bool) -> Result<(), String> {
-    let dir = std::env::temp_dir().join(format!("plexus-demo-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
-    let _cleanup = RemoveOnDrop(dir.clone());
+    // A fresh private directory (mode 0700, unpredictable name), removed when the demo ends.
+    let temp = tempfile::Builder::new()
+        .prefix("plexus-demo-")
+        .tempdir()
+        .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
+    let dir = temp.path().to_owned();
 
     step(
         1,

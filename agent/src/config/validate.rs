@@ -19,6 +19,8 @@ const DEFAULT_DATA_DIR: &str = "/var/lib/plexus";
 const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(2);
+/// Longest timeout or interval any key accepts.
+const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
 
 /// Parses TOML, naming the key path of a type error or unknown key.
 pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
@@ -76,11 +78,18 @@ impl Checker<'_> {
     fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
         let Some(value) = value else { return default };
         match humantime::parse_duration(value) {
-            Ok(d) if !d.is_zero() => d,
-            Ok(_) => {
+            Ok(d) if d.is_zero() => {
                 self.error(key, "must be longer than zero");
                 default
             }
+            Ok(d) if d > MAX_DURATION => {
+                self.error(
+                    key,
+                    format!("{value:?} is longer than the maximum of 1 day"),
+                );
+                default
+            }
+            Ok(d) => d,
             Err(e) => {
                 self.error(
                     key,
@@ -124,9 +133,16 @@ fn resolve(value: &str) -> Result<SocketAddr, String> {
 
 /// Two TCP listeners collide when they share a port and one address covers the other.
 fn collides(a: SocketAddr, b: SocketAddr) -> bool {
+    // 0.0.0.0 covers every IPv4 address; [::] covers every address of both families (Linux
+    // binds it dual-stack by default). IPv4-mapped IPv6 addresses are compared as IPv4.
+    let canonical = |addr: SocketAddr| addr.ip().to_canonical();
+    let covers = |wide: SocketAddr, other: SocketAddr| {
+        let wide_ip = canonical(wide);
+        wide_ip.is_unspecified() && (wide.is_ipv6() || canonical(other).is_ipv4())
+    };
     a.port() == b.port()
         && a.port() != 0
-        && (a.ip() == b.ip() || a.ip().is_unspecified() || b.ip().is_unspecified())
+        && (canonical(a) == canonical(b) || covers(a, b) || covers(b, a))
 }
 
 pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors> {
@@ -166,15 +182,27 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
             DEFAULT_KEEP_ALIVE,
         ),
     };
-    if transport.keep_alive >= transport.idle_timeout {
+    if transport.keep_alive >= transport.idle_timeout
+        && c.errors.iter().all(|e| !e.key.starts_with("transport."))
+    {
+        // Blame the key the user wrote; if both were written, the keep-alive.
+        let key = if raw.transport.keep_alive.is_none() {
+            "transport.idle_timeout"
+        } else {
+            "transport.keep_alive"
+        };
         c.error(
-            "transport.keep_alive",
-            "must be shorter than transport.idle_timeout",
+            key,
+            format!(
+                "keep_alive ({}) must be shorter than idle_timeout ({})",
+                humantime::format_duration(transport.keep_alive),
+                humantime::format_duration(transport.idle_timeout)
+            ),
         );
     }
 
     let services = services(&mut c, &raw.service);
-    let upstreams = upstreams(&mut c, &raw.upstream, &seeds);
+    let upstreams = upstreams(&mut c, &raw.upstream, &seeds, raw.seeds.is_empty());
 
     let mut listeners: Vec<(String, SocketAddr)> =
         admin.map(|a| ("admin".into(), a)).into_iter().collect();
@@ -321,7 +349,12 @@ fn services(c: &mut Checker<'_>, raw: &[RawService]) -> Vec<LocalService> {
     out
 }
 
-fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream], seeds: &[SocketAddr]) -> Vec<Upstream> {
+fn upstreams(
+    c: &mut Checker<'_>,
+    raw: &[RawUpstream],
+    seeds: &[SocketAddr],
+    raw_seeds_empty: bool,
+) -> Vec<Upstream> {
     let mut out = Vec::new();
     for (i, u) in raw.iter().enumerate() {
         let key = |field: &str| format!("upstream[{i}].{field}");
@@ -335,7 +368,8 @@ fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream], seeds: &[SocketAddr]) -> 
             .collect();
         if u.endpoints.is_empty() {
             endpoints = seeds.to_vec();
-            if endpoints.is_empty() {
+            // Only when no seeds were written: bad seeds already have their own errors.
+            if raw_seeds_empty {
                 c.error(
                     key("endpoints"),
                     "no endpoints and no seeds: nowhere to send this service's traffic",

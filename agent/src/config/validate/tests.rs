@@ -85,3 +85,52 @@ fn missing_files_are_named() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn listeners_collide_only_where_the_kernel_would_refuse() {
+    use super::collides;
+    let a = |s: &str| s.parse::<std::net::SocketAddr>().unwrap();
+    assert!(collides(a("127.0.0.1:80"), a("127.0.0.1:80")));
+    assert!(collides(a("0.0.0.0:80"), a("127.0.0.1:80")));
+    assert!(
+        collides(a("[::]:80"), a("127.0.0.1:80")),
+        "[::] is dual-stack"
+    );
+    assert!(
+        collides(a("[::ffff:127.0.0.1]:80"), a("127.0.0.1:80")),
+        "v4-mapped"
+    );
+    assert!(
+        !collides(a("0.0.0.0:80"), a("[::1]:80")),
+        "0.0.0.0 covers IPv4 only"
+    );
+    assert!(!collides(a("127.0.0.1:80"), a("[::1]:80")));
+    assert!(!collides(a("127.0.0.1:80"), a("127.0.0.1:81")));
+    assert!(
+        !collides(a("127.0.0.1:0"), a("127.0.0.1:0")),
+        "ephemeral ports never collide"
+    );
+}
+
+#[test]
+fn bad_seeds_are_reported_once_and_timeouts_are_bounded() {
+    let e = errors(
+        "seeds = [\"nowhere\"]\n[transport]\nidle_timeout = \"1s\"\n[[upstream]]\nservice = \"a\"\nlisten = \"127.0.0.1:1\"\ntimeout = \"400d\"\n",
+    );
+    assert!(has(&e, "seeds[0]: invalid address"), "{e:#?}");
+    assert!(!has(&e, "no endpoints and no seeds"), "{e:#?}");
+    assert!(
+        has(
+            &e,
+            "transport.idle_timeout: keep_alive (2s) must be shorter than idle_timeout (1s)"
+        ),
+        "{e:#?}"
+    );
+    assert!(
+        has(
+            &e,
+            "upstream[0].timeout: \"400d\" is longer than the maximum of 1 day"
+        ),
+        "{e:#?}"
+    );
+}
