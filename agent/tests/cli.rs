@@ -207,3 +207,58 @@ fn lifetimes_out_of_range_are_usage_errors() {
     }
     assert!(!out.join("ca.key").exists(), "nothing was written");
 }
+
+#[test]
+fn pki_issue_refuses_a_mismatched_ca_key_and_a_foreign_ca_copy() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = |name: &str| dir.path().join(name).to_str().unwrap().to_owned();
+    for ca in ["ca1", "ca2"] {
+        assert_eq!(
+            plexus(&[
+                "pki",
+                "init",
+                "--trust-domain",
+                "example.org",
+                "--out",
+                &path(ca)
+            ])
+            .0,
+            0
+        );
+    }
+    // A CA directory whose key belongs to another CA: nothing is issued.
+    std::fs::copy(dir.path().join("ca2/ca.key"), dir.path().join("ca1/ca.key")).unwrap();
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "issue",
+        "--ca",
+        &path("ca1"),
+        "--node",
+        "n",
+        "--out",
+        &path("n"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("ca.key: does not match the CA certificate"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("n/node.key").exists());
+
+    // Issuing into a directory that holds another CA's ca.pem needs --force.
+    let (code, _, stderr) = plexus(&[
+        "pki",
+        "issue",
+        "--ca",
+        &path("ca2"),
+        "--node",
+        "n",
+        "--out",
+        &path("ca1"),
+    ]);
+    assert_eq!(code, 2, "{stderr}");
+    assert!(
+        stderr.contains("holds a different CA certificate (pass --force"),
+        "{stderr}"
+    );
+}

@@ -189,6 +189,15 @@ fn ca_trust_domain(der: &[u8]) -> Result<TrustDomain, String> {
     TrustDomain::new(uri).map_err(|e| e.to_string())
 }
 
+/// The SubjectPublicKeyInfo (DER) of the first certificate in a PEM text.
+pub(crate) fn first_cert_spki(pem: &[u8]) -> Result<Vec<u8>, String> {
+    let der = CertificateDer::pem_slice_iter(pem)
+        .next()
+        .ok_or("no certificate found")?
+        .map_err(|e| format!("not a PEM certificate file: {e}"))?;
+    Ok(parse(&der)?.tbs_certificate.subject_pki.raw.to_vec())
+}
+
 /// Serial, validity and SPIFFE ID of a leaf, for reports.
 pub fn cert_info(der: &[u8]) -> Result<CertInfo, String> {
     let spiffe_id = leaf_spiffe_id(der)?.to_string();

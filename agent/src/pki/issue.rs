@@ -9,7 +9,7 @@ use std::time::Duration;
 use plexus_protocol::{NodeId, SpiffeId, TrustDomain};
 use rcgen::{
     BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose, SanType,
+    KeyUsagePurpose, PublicKeyData, SanType,
 };
 use time::OffsetDateTime;
 
@@ -90,18 +90,41 @@ pub fn issue_node(
         fs::read_to_string(&ca_key_path).map_err(|e| PkiError::bad(&ca_key_path, e))?;
     let ca_key = KeyPair::from_pem(&ca_key_pem).map_err(|e| PkiError::bad(&ca_key_path, e))?;
     let bundle = super::TrustBundle::from_pem(&ca_cert_path, ca_pem.as_bytes())?;
+    let ca_spki = super::credentials::first_cert_spki(ca_pem.as_bytes())
+        .map_err(|reason| PkiError::bad(&ca_cert_path, reason))?;
+    if ca_key.subject_public_key_info() != ca_spki {
+        return Err(PkiError::bad(
+            &ca_key_path,
+            format!(
+                "does not match the CA certificate {}",
+                ca_cert_path.display()
+            ),
+        ));
+    }
     let issuer =
         Issuer::from_ca_cert_pem(&ca_pem, ca_key).map_err(|e| PkiError::bad(&ca_cert_path, e))?;
     let spiffe = SpiffeId::new(bundle.trust_domain().clone(), node_id.clone());
 
     let key_path = out.join(files::NODE_KEY);
     refuse_overwrite(&key_path, options.force)?;
+    let out_ca = out.join(files::CA_CERT);
+    let copy_ca = fs::canonicalize(ca_dir).ok() != fs::canonicalize(out).ok();
+    if copy_ca && !options.force {
+        if let Ok(existing) = fs::read_to_string(&out_ca) {
+            if existing != ca_pem {
+                return Err(PkiError::bad(
+                    &out_ca,
+                    "holds a different CA certificate (pass --force to replace it)",
+                ));
+            }
+        }
+    }
     let (cert_pem, key_pem) = node_certificate(&issuer, &spiffe, options.validity)?;
     fs::create_dir_all(out).map_err(PkiError::io(out))?;
     write_secret(&key_path, &key_pem)?;
     write_public(&out.join(files::NODE_CERT), &cert_pem)?;
-    if fs::canonicalize(ca_dir).ok() != fs::canonicalize(out).ok() {
-        write_public(&out.join(files::CA_CERT), &ca_pem)?;
+    if copy_ca {
+        write_public(&out_ca, &ca_pem)?;
     }
     Ok(spiffe)
 }
@@ -142,10 +165,17 @@ fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
 }
 
 /// Writes a private key readable by its owner only (0600, from creation, never widened).
-///
-/// The key goes to a temporary file beside the target which is then renamed over it, so an
-/// interrupted write never leaves a truncated key or loses the one being replaced.
 fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_atomically(path, contents, 0o600)
+}
+
+fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+    write_atomically(path, contents, 0o644)
+}
+
+/// Writes to a temporary file beside `path` (created with `mode`), then renames it over
+/// `path`: an interrupted write never leaves a truncated file or loses the one replaced.
+fn write_atomically(path: &Path, contents: &str, mode: u32) -> Result<(), PkiError> {
     let mut name = path.file_name().unwrap_or_default().to_owned();
     name.push(".tmp");
     let tmp = path.with_file_name(name);
@@ -153,7 +183,7 @@ fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     let mut file = fs::OpenOptions::new()
         .write(true)
         .create_new(true)
-        .mode(0o600)
+        .mode(mode)
         .open(&tmp)
         .map_err(PkiError::io(&tmp))?;
     file.write_all(contents.as_bytes())
@@ -176,8 +206,4 @@ fn random_serial() -> Result<rcgen::SerialNumber, PkiError> {
     bytes[0] &= 0x7f;
     bytes[0] |= 0x01; // positive and never shorter than 16 bytes
     Ok(rcgen::SerialNumber::from_slice(&bytes))
-}
-
-fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
-    fs::write(path, contents).map_err(PkiError::io(path))
 }
