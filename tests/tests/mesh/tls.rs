@@ -85,6 +85,16 @@ async fn try_as(node: &NodeFiles, trust: &TrustBundle, target: SocketAddr) -> bo
     answered
 }
 
+/// A mesh with node-b serving `echo`, and the mesh's trust bundle for test clients.
+async fn serving_echo() -> (Mesh, plexus_agent::RunningAgent, TrustBundle) {
+    let mesh = Mesh::new();
+    let b = mesh
+        .agent(&mesh.node("node-b"), &service("echo", echo_server().await))
+        .await;
+    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    (mesh, b, trust)
+}
+
 fn inbound_failures(agent: &plexus_agent::RunningAgent, reason: &str) -> f64 {
     agent_metric(
         agent,
@@ -117,12 +127,7 @@ fn leaf_of_other_domain(mesh: &Mesh) -> NodeFiles {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn peers_with_bad_certificates_are_refused_and_counted() {
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let (mesh, b, trust) = serving_echo().await;
 
     // Control: a good certificate is answered.
     assert!(try_as(&mesh.node("node-a"), &trust, b.quic_addr).await);
@@ -225,12 +230,7 @@ async fn plain_udp_senders_are_refused_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_without_a_certificate_is_refused_and_counted() {
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let (_mesh, b, trust) = serving_echo().await;
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     assert!(!try_stream(&endpoint, custom_client(&trust, None), b.quic_addr).await);
     assert!(
@@ -242,12 +242,7 @@ async fn a_peer_without_a_certificate_is_refused_and_counted() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_expired_certificate_cannot_ride_on_a_resumed_session() {
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let (mesh, b, trust) = serving_echo().await;
     let now = OffsetDateTime::now_utc();
     let short = mesh.node_valid(
         "short-lived",
@@ -336,12 +331,7 @@ async fn an_agent_refused_by_its_peer_backs_off_instead_of_redialing_every_conne
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_garbage_stream_header_is_refused_and_the_connection_still_serves() {
-    let mesh = Mesh::new();
-    let echo = echo_server().await;
-    let b = mesh
-        .agent(&mesh.node("node-b"), &service("echo", echo))
-        .await;
-    let trust = TrustBundle::load(&mesh.ca_dir().join("ca.pem")).unwrap();
+    let (mesh, b, trust) = serving_echo().await;
     let endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
     let client = client_as(&mesh.node("node-a"), &trust);
     let connection = endpoint
