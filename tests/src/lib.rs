@@ -158,6 +158,18 @@ pub async fn exchange(addr: SocketAddr, message: &[u8]) -> std::io::Result<Vec<u
     Ok(reply)
 }
 
+/// Whether an exchange of `message` through `addr` succeeds (each try bounded to 2 s) before
+/// `limit` passes: for waiting on a path that is healing.
+pub async fn echoes_within(addr: SocketAddr, message: &[u8], limit: Duration) -> bool {
+    eventually(limit, async || {
+        matches!(
+            tokio::time::timeout(Duration::from_secs(2), exchange(addr, message)).await,
+            Ok(Ok(reply)) if reply == message
+        )
+    })
+    .await
+}
+
 /// GETs an admin path: (status, body).
 pub async fn admin_get(admin: SocketAddr, path: &str) -> (u16, String) {
     plexus_agent::ctl::get(admin, path)

@@ -62,13 +62,7 @@ async fn killing_the_serving_agent_closes_the_client_and_a_restart_is_reconnecte
 
     // Back on the same address: the caller dials again by itself.
     let _b = AgentProcess::spawn(&b_config, admin).await;
-    let reconnected = eventually(Duration::from_secs(20), async || {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), exchange(app, b"again")).await,
-            Ok(Ok(reply)) if reply == b"again"
-        )
-    })
-    .await;
+    let reconnected = echoes_within(app, b"again", Duration::from_secs(20)).await;
     assert!(
         reconnected,
         "no successful exchange after the serving agent came back"
@@ -134,13 +128,7 @@ async fn a_restarted_agent_resets_old_connections_so_callers_redial_at_once() {
     b.kill();
     let _b = AgentProcess::spawn(&b_config, admin).await;
     let restarted = std::time::Instant::now();
-    let served = eventually(Duration::from_secs(10), async || {
-        matches!(
-            tokio::time::timeout(Duration::from_secs(2), exchange(app, b"after")).await,
-            Ok(Ok(reply)) if reply == b"after"
-        )
-    })
-    .await;
+    let served = echoes_within(app, b"after", Duration::from_secs(10)).await;
     assert!(
         served,
         "the caller never got through to the restarted agent"
