@@ -28,6 +28,12 @@ pub trait AdminView: Send + Sync + 'static {
     fn ready(&self) -> bool;
     fn metrics(&self) -> String;
     fn status(&self) -> serde_json::Value;
+    /// Every member of the mesh this agent knows, with its state and summary.
+    fn peers(&self) -> serde_json::Value;
+    /// Every service in the mesh with its endpoints.
+    fn services(&self) -> serde_json::Value;
+    /// The mesh's dependency map: caller-to-callee edges with rates.
+    fn graph(&self) -> serde_json::Value;
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -91,15 +97,21 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/readyz" if view.ready() => text(StatusCode::OK, "ready\n"),
         "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
         "/metrics" => with_type(StatusCode::OK, "text/plain; version=0.0.4", view.metrics()),
-        "/v1/status" => {
-            let body = serde_json::to_string_pretty(&view.status()).unwrap_or_default();
-            with_type(StatusCode::OK, "application/json", body + "\n")
-        }
+        "/v1/status" => json(view.status()),
+        "/v1/peers" => json(view.peers()),
+        "/v1/services" => json(view.services()),
+        "/v1/graph" => json(view.graph()),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics or /v1/status\n",
+            "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services \
+             or /v1/graph\n",
         ),
     }
+}
+
+fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
+    let body = serde_json::to_string_pretty(&value).unwrap_or_default();
+    with_type(StatusCode::OK, "application/json", body + "\n")
 }
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {

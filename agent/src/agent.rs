@@ -21,19 +21,24 @@ use tokio::task::JoinSet;
 
 use crate::admin::{self, AdminView};
 use crate::config::{AgentConfig, LocalService, Upstream};
+use crate::gossip::{Gossip, GossipInbox, GossipSetup, MeshView, NodeFacts};
 use crate::pki::CertInfo;
 use crate::proxy::{InboundProxy, UpstreamProxy};
-use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{self, PeerConnection, PeerPool, TransportError};
 
 /// How long shutdown waits for peers to acknowledge the close of their connections.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long shutdown spends telling peers this node is leaving.
+const LEAVE_GRACE: Duration = Duration::from_secs(1);
 
 /// Why an agent could not start (a runtime failure, not a configuration mistake).
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error(transparent)]
     Transport(#[from] TransportError),
+    #[error("gossip could not start: {0}")]
+    Gossip(String),
     #[error("cannot listen for {what} on tcp {addr}: {source}")]
     Bind {
         what: String,
@@ -54,6 +59,7 @@ pub struct RunningAgent {
     pub telemetry: Telemetry,
     shutdown: watch::Sender<bool>,
     endpoint: Endpoint,
+    gossip: Gossip,
     tasks: JoinSet<()>,
 }
 
@@ -81,6 +87,7 @@ struct AgentState {
     admin_addr: SocketAddr,
     services: Vec<LocalService>,
     upstreams: Vec<(Upstream, SocketAddr)>,
+    view: watch::Receiver<Arc<MeshView>>,
 }
 
 impl AdminView for AgentState {
@@ -109,7 +116,13 @@ impl AdminView for AgentState {
             .upstreams
             .iter()
             .map(|(u, bound)| {
-                json!({"service": u.service, "listen": bound, "endpoints": u.endpoints,
+                let (endpoints, source) = if u.endpoints.is_empty() {
+                    (self.view.borrow().endpoints(&u.service), "gossip")
+                } else {
+                    (u.endpoints.clone(), "static")
+                };
+                json!({"service": u.service, "listen": bound, "endpoints": endpoints,
+                       "endpoint_source": source, "caller": u.caller,
                        "timeout": humantime::format_duration(u.timeout).to_string()})
             })
             .collect();
@@ -129,7 +142,28 @@ impl AdminView for AgentState {
             "peers": peers,
             "services": self.services,
             "upstreams": upstreams,
+            "live_peers": self.view.borrow().live_peers(),
         })
+    }
+
+    fn peers(&self) -> serde_json::Value {
+        let view = self.view.borrow().clone();
+        json!({ "members": view.members })
+    }
+
+    fn services(&self) -> serde_json::Value {
+        let view = self.view.borrow().clone();
+        let services: serde_json::Map<String, serde_json::Value> = view
+            .services()
+            .into_iter()
+            .map(|(name, endpoints)| (name.to_string(), json!(endpoints)))
+            .collect();
+        json!({ "services": services })
+    }
+
+    fn graph(&self) -> serde_json::Value {
+        let view = self.view.borrow().clone();
+        json!({ "edges": view.graph() })
     }
 }
 
@@ -174,6 +208,26 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         config.advertise
     };
     let pool = Arc::new(PeerPool::new(endpoint.clone(), telemetry.clone()));
+    let load = LoadBook::new(config.services.iter().map(|s| (s.name.clone(), s.capacity)));
+    let gossip = Gossip::start(GossipSetup {
+        node_id: config.node_id.clone(),
+        advertise,
+        seeds: config.seeds.clone(),
+        settings: config.gossip,
+        trust: config.trust.clone(),
+        credentials: config.credentials.duplicate(),
+        facts: NodeFacts {
+            zone: config.zone.clone().unwrap_or_default(),
+            cert_serial: hex_bytes(&config.credentials.info.serial),
+            cert_not_after: config.credentials.info.not_after,
+            services: config.services.clone(),
+        },
+        load: load.clone(),
+        pool: pool.clone(),
+        telemetry: telemetry.clone(),
+    })
+    .await
+    .map_err(|e| StartError::Gossip(format!("{e:#}")))?;
     let state = Arc::new(AgentState {
         node_id: config.node_id.clone(),
         spiffe_id: config.credentials.spiffe_id.to_string(),
@@ -194,16 +248,27 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             .iter()
             .map(|(u, _, bound)| (u.clone(), *bound))
             .collect(),
+        view: gossip.view(),
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
-    let inbound = Arc::new(InboundProxy::new(&config.services, telemetry.clone()));
+    let inbound = Arc::new(InboundProxy::new(
+        &config.services,
+        telemetry.clone(),
+        load.clone(),
+    ));
     tasks.spawn(accept_peers(
         endpoint.clone(),
         inbound,
+        gossip.inbox(),
         state.clone(),
         shutdown_rx.clone(),
+    ));
+    tasks.spawn(crate::health::probe_services(
+        config.services.clone(),
+        load.clone(),
+        telemetry.clone(),
     ));
     let mut upstream_addrs = Vec::new();
     for (upstream, listener, bound) in upstream_listeners {
@@ -212,6 +277,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             upstream,
             pool.clone(),
             telemetry.clone(),
+            gossip.view(),
+            load.clone(),
         ));
         tasks.spawn(proxy.serve(listener, shutdown_rx.clone()));
     }
@@ -231,8 +298,17 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         telemetry,
         shutdown,
         endpoint,
+        gossip,
         tasks,
     })
+}
+
+/// Bytes of a hex string (a certificate serial); non-hex pairs are skipped.
+fn hex_bytes(hex: &str) -> Vec<u8> {
+    hex.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }
 
 impl RunningAgent {
@@ -244,9 +320,17 @@ impl RunningAgent {
             .map(|(_, a)| *a)
     }
 
-    /// Stops accepting work, closes peer connections (telling peers), and ends every task.
+    /// The mesh as this agent sees it, updated live.
+    pub fn view(&self) -> watch::Receiver<Arc<MeshView>> {
+        self.gossip.view()
+    }
+
+    /// Announces a graceful leave to peers, stops accepting work, closes peer connections
+    /// (telling peers), and ends every task.
     pub async fn shutdown(mut self) {
+        self.gossip.leave(LEAVE_GRACE).await;
         let _ = self.shutdown.send(true);
+        self.gossip.shutdown().await;
         self.endpoint.close(0u32.into(), b"agent shutting down");
         let _ = tokio::time::timeout(CLOSE_GRACE, self.endpoint.wait_idle()).await;
         self.tasks.abort_all();
@@ -264,6 +348,7 @@ pub(crate) async fn stopping(shutdown: &mut watch::Receiver<bool>) {
 async fn accept_peers(
     endpoint: Endpoint,
     inbound: Arc<InboundProxy>,
+    gossip: GossipInbox,
     state: Arc<AgentState>,
     mut shutdown: watch::Receiver<bool>,
 ) {
@@ -278,11 +363,21 @@ async fn accept_peers(
             },
             _ = stopping(&mut shutdown) => return,
         };
-        peers.spawn(serve_peer(incoming, inbound.clone(), state.clone()));
+        peers.spawn(serve_peer(
+            incoming,
+            inbound.clone(),
+            gossip.clone(),
+            state.clone(),
+        ));
     }
 }
 
-async fn serve_peer(incoming: quinn::Incoming, inbound: Arc<InboundProxy>, state: Arc<AgentState>) {
+async fn serve_peer(
+    incoming: quinn::Incoming,
+    inbound: Arc<InboundProxy>,
+    gossip: GossipInbox,
+    state: Arc<AgentState>,
+) {
     let remote = incoming.remote_address();
     let connection = match incoming.await {
         Ok(connection) => connection,
@@ -325,11 +420,20 @@ async fn serve_peer(incoming: quinn::Incoming, inbound: Arc<InboundProxy>, state
     let mut streams = JoinSet::new();
     loop {
         while streams.try_join_next().is_some() {}
-        match connection.accept_bi().await {
-            Ok((send, recv)) => {
+        let accepted = tokio::select! {
+            bi = connection.accept_bi() => bi.map(PeerStream::Proxy),
+            uni = connection.accept_uni() => uni.map(PeerStream::Gossip),
+        };
+        match accepted {
+            Ok(PeerStream::Proxy((send, recv))) => {
                 let inbound = inbound.clone();
                 let node = peer.node_id.clone();
                 streams.spawn(async move { inbound.serve_stream(node, send, recv).await });
+            }
+            Ok(PeerStream::Gossip(recv)) => {
+                let gossip = gossip.clone();
+                let node = peer.node_id.clone();
+                streams.spawn(async move { gossip.accept_stream(&node, remote, recv).await });
             }
             Err(error) => {
                 tracing::info!(peer = %peer.node_id, %error, "peer connection closed");
@@ -342,6 +446,13 @@ async fn serve_peer(incoming: quinn::Incoming, inbound: Arc<InboundProxy>, state
         .lock()
         .expect("inbound peers lock poisoned")
         .remove(&id);
+}
+
+/// A stream a peer opened: bidirectional streams carry proxied traffic, unidirectional ones
+/// gossip.
+enum PeerStream {
+    Proxy((quinn::SendStream, quinn::RecvStream)),
+    Gossip(quinn::RecvStream),
 }
 
 /// A reason label for handshake failures the certificate verifier did not see.

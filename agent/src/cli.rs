@@ -107,6 +107,16 @@ pub enum PkiCommand {
 pub enum CtlCommand {
     /// Identity, addresses, certificate, peers and services of the agent.
     Status,
+    /// Every member of the mesh this agent knows: state, zone, load, services.
+    Peers,
+    /// Every service in the mesh and its endpoints, with readiness and load.
+    Services,
+    /// The dependency map: which service calls which, with request and error rates.
+    Graph {
+        /// Output format (ignored with --json).
+        #[arg(long, value_enum, default_value = "text")]
+        format: crate::ctl::GraphFormat,
+    },
 }
 
 /// A certificate lifetime: a duration from one minute to 100 years.
@@ -237,9 +247,18 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Ctl {
             admin,
             json,
-            command: CtlCommand::Status,
+            command,
         } => runtime()?
-            .block_on(crate::ctl::print_status(admin, json))
+            .block_on(async {
+                match command {
+                    CtlCommand::Status => crate::ctl::print_status(admin, json).await,
+                    CtlCommand::Peers => crate::ctl::print_peers(admin, json).await,
+                    CtlCommand::Services => crate::ctl::print_services(admin, json).await,
+                    CtlCommand::Graph { format } => {
+                        crate::ctl::print_graph(admin, json, format).await
+                    }
+                }
+            })
             .map_err(Failure::runtime),
         Command::Demo { hold } => runtime()?
             .block_on(crate::demo::run(hold))

@@ -13,6 +13,8 @@ pub mod cli;
 pub mod config;
 pub mod ctl;
 pub mod demo;
+pub mod gossip;
+pub mod health;
 pub mod pki;
 pub mod proxy;
 pub mod telemetry;

@@ -33,6 +33,11 @@ pub enum FrameType {
     OpenStream = 1,
     /// The server's answer to [`FrameType::OpenStream`]: an [`crate::OpenReply`].
     OpenReply = 2,
+    /// One chitchat gossip message, on its own unidirectional stream: a
+    /// [`crate::GossipMessage`].
+    Gossip = 3,
+    /// A node leaving on purpose, on its own unidirectional stream: a [`crate::GossipLeave`].
+    GossipLeave = 4,
 }
 
 impl FrameType {
@@ -41,6 +46,8 @@ impl FrameType {
         match byte {
             1 => Some(Self::OpenStream),
             2 => Some(Self::OpenReply),
+            3 => Some(Self::Gossip),
+            4 => Some(Self::GossipLeave),
             _ => None,
         }
     }
@@ -239,7 +246,7 @@ pub trait FrameMessage: Serialize + DeserializeOwned {
 }
 
 /// bincode settings shared by every payload: standard encoding, decoding capped at one frame.
-fn bincode_config() -> impl bincode::config::Config {
+pub(crate) fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME_PAYLOAD>()
 }
 

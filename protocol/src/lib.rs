@@ -2,7 +2,8 @@
 //!
 //! Everything that crosses the network between two agents is defined here and nowhere else:
 //! the [`frame`] format that every QUIC stream speaks, the [`stream`] header that opens a proxied
-//! stream, and the mesh [`identity`] names carried in certificates.
+//! stream, the [`gossip`] frames and the summaries agents publish about themselves, and the mesh
+//! [`identity`] names carried in certificates.
 //!
 //! This crate does no I/O. Every decoder is total: any byte string, however truncated, oversized
 //! or hostile, decodes to a value or to a typed error, never to a panic, and never allocates more
@@ -10,9 +11,14 @@
 #![forbid(unsafe_code)]
 
 pub mod frame;
+pub mod gossip;
 pub mod identity;
 pub mod stream;
 
 pub use frame::{Frame, FrameError, FrameHeader, FrameType, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
+pub use gossip::{
+    DependencyEdge, DependencyEdges, GossipLeave, GossipMessage, NodeSummary, SealedValue,
+    ServiceSummary,
+};
 pub use identity::{IdentityError, NodeId, ServiceName, SpiffeId, TrustDomain};
 pub use stream::{OpenReply, Refusal, StreamHeader};

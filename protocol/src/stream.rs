@@ -38,6 +38,8 @@ pub enum Refusal {
     LocalConnectTimeout,
     /// Any other local failure to reach the service.
     LocalConnectFailed,
+    /// The service has as many requests in flight as its capacity allows: try another endpoint.
+    Overloaded,
 }
 
 impl Refusal {
@@ -48,6 +50,7 @@ impl Refusal {
             Self::LocalConnectRefused => "local_connect_refused",
             Self::LocalConnectTimeout => "local_connect_timeout",
             Self::LocalConnectFailed => "local_connect_failed",
+            Self::Overloaded => "overloaded",
         }
     }
 }

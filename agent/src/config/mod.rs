@@ -33,6 +33,7 @@ pub struct AgentConfig {
     /// Admin HTTP address (localhost by default).
     pub admin: SocketAddr,
     pub transport: TransportSettings,
+    pub gossip: crate::gossip::GossipSettings,
     pub services: Vec<LocalService>,
     pub upstreams: Vec<Upstream>,
     pub trust: TrustBundle,
@@ -73,6 +74,17 @@ pub struct LocalService {
     pub address: SocketAddr,
     pub protocol: Protocol,
     pub version: Option<String>,
+    /// Requests admitted at once; more are refused with `overloaded`.
+    pub capacity: u32,
+    /// The readiness probe; without one the service counts as ready.
+    pub health: Option<HealthCheck>,
+}
+
+/// `health = { tcp = true, interval = "1s" }`: probe the service with TCP connects.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub struct HealthCheck {
+    #[serde(with = "humantime_secs")]
+    pub interval: Duration,
 }
 
 /// An `[[upstream]]`: a service this node's apps call through a local listener.
@@ -80,8 +92,11 @@ pub struct LocalService {
 pub struct Upstream {
     pub service: ServiceName,
     pub listen: SocketAddr,
-    /// Agents to try, in order of preference after round-robin (static for now).
+    /// Static endpoints (agents), which override discovery; empty: the agents that gossip says
+    /// serve the service.
     pub endpoints: Vec<SocketAddr>,
+    /// The calling service, for the dependency map.
+    pub caller: String,
     /// Per endpoint: bounds dialing it, and then separately opening a stream on it, before the
     /// next endpoint is tried.
     #[serde(with = "humantime_secs")]

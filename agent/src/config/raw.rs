@@ -20,6 +20,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub transport: RawTransport,
     #[serde(default)]
+    pub gossip: RawGossip,
+    #[serde(default)]
     pub service: Vec<RawService>,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
@@ -40,6 +42,13 @@ pub struct RawTransport {
     pub keep_alive: Option<String>,
 }
 
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawGossip {
+    pub interval: Option<String>,
+    pub phi_threshold: Option<f64>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawService {
@@ -47,6 +56,15 @@ pub struct RawService {
     pub address: String,
     pub protocol: Option<String>,
     pub version: Option<String>,
+    pub capacity: Option<u32>,
+    pub health: Option<RawHealth>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawHealth {
+    pub tcp: Option<bool>,
+    pub interval: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -57,4 +75,5 @@ pub struct RawUpstream {
     #[serde(default)]
     pub endpoints: Vec<String>,
     pub timeout: Option<String>,
+    pub caller: Option<String>,
 }

@@ -21,6 +21,7 @@ const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Longest timeout or interval any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
+const DEFAULT_CAPACITY: u32 = 1024;
 
 /// Parses TOML, naming the key path of a type error or unknown key.
 pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
@@ -201,8 +202,34 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         );
     }
 
+    let defaults = crate::gossip::GossipSettings::default();
+    let gossip = crate::gossip::GossipSettings {
+        interval: c.duration(
+            "gossip.interval",
+            raw.gossip.interval.as_deref(),
+            defaults.interval,
+        ),
+        phi_threshold: match raw.gossip.phi_threshold {
+            None => defaults.phi_threshold,
+            Some(phi) if phi.is_finite() && (1.0..=100.0).contains(&phi) => phi,
+            Some(phi) => {
+                c.error(
+                    "gossip.phi_threshold",
+                    format!("{phi} is outside 1 to 100 (8 is a good default)"),
+                );
+                defaults.phi_threshold
+            }
+        },
+    };
+    if gossip.interval < Duration::from_millis(50) || gossip.interval > Duration::from_secs(60) {
+        c.error(
+            "gossip.interval",
+            "must be between 50ms and 60s (500ms is the default)",
+        );
+    }
+
     let services = services(&mut c, &raw.service);
-    let upstreams = upstreams(&mut c, &raw.upstream, &seeds, raw.seeds.is_empty());
+    let mut upstreams = upstreams(&mut c, &raw.upstream);
 
     let mut listeners: Vec<(String, SocketAddr)> =
         admin.map(|a| ("admin".into(), a)).into_iter().collect();
@@ -295,23 +322,39 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
             Some(ca),
             Some(cert),
             Some(key),
-        ) if c.errors.is_empty() => Ok(AgentConfig {
-            source: file.to_owned(),
-            node_id,
-            zone: raw.zone,
-            data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
-            listen,
-            advertise,
-            seeds,
-            admin,
-            transport,
-            services,
-            upstreams,
-            trust,
-            credentials,
-            tls_files: TlsFiles { ca, cert, key },
-        }),
+        ) if c.errors.is_empty() => {
+            let caller = default_caller(&services, &node_id);
+            for upstream in upstreams.iter_mut().filter(|u| u.caller.is_empty()) {
+                upstream.caller = caller.clone();
+            }
+            Ok(AgentConfig {
+                source: file.to_owned(),
+                node_id,
+                zone: raw.zone,
+                data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+                listen,
+                advertise,
+                seeds,
+                admin,
+                transport,
+                gossip,
+                services,
+                upstreams,
+                trust,
+                credentials,
+                tls_files: TlsFiles { ca, cert, key },
+            })
+        }
         _ => Err(ConfigErrors(c.errors)),
+    }
+}
+
+/// The calling service of upstreams that do not name one: the node's only hosted service, or
+/// `node/ID` when it hosts none or several.
+fn default_caller(services: &[LocalService], node_id: &NodeId) -> String {
+    match services {
+        [only] => only.name.to_string(),
+        _ => format!("node/{node_id}"),
     }
 }
 
@@ -337,55 +380,82 @@ fn services(c: &mut Checker<'_>, raw: &[RawService]) -> Vec<LocalService> {
                 None
             }
         };
-        if let (Some(name), Some(address), Some(protocol)) = (name, address, protocol) {
+        let capacity = match s.capacity {
+            Some(0) => {
+                c.error(key("capacity"), "must be at least 1");
+                None
+            }
+            Some(n) => Some(n),
+            None => Some(DEFAULT_CAPACITY),
+        };
+        if let Some(version) = &s.version {
+            if version.len() > plexus_protocol::gossip::MAX_LABEL_LEN {
+                c.error(key("version"), "longer than 64 bytes");
+            }
+        }
+        let health = match &s.health {
+            None => None,
+            Some(h) if h.tcp != Some(true) => {
+                c.error(
+                    key("health"),
+                    "only TCP probes exist for now: write health = { tcp = true }",
+                );
+                None
+            }
+            Some(h) => Some(super::HealthCheck {
+                interval: c.duration(
+                    &key("health.interval"),
+                    h.interval.as_deref(),
+                    Duration::from_secs(1),
+                ),
+            }),
+        };
+        if let (Some(name), Some(address), Some(protocol), Some(capacity)) =
+            (name, address, protocol, capacity)
+        {
             out.push(LocalService {
                 name,
                 address,
                 protocol,
                 version: s.version.clone(),
+                capacity,
+                health,
             });
         }
     }
     out
 }
 
-fn upstreams(
-    c: &mut Checker<'_>,
-    raw: &[RawUpstream],
-    seeds: &[SocketAddr],
-    raw_seeds_empty: bool,
-) -> Vec<Upstream> {
+/// Upstreams; a caller left out is empty here and filled in by [`default_caller`].
+fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream]) -> Vec<Upstream> {
     let mut out = Vec::new();
     for (i, u) in raw.iter().enumerate() {
         let key = |field: &str| format!("upstream[{i}].{field}");
         let service = c.check(&key("service"), ServiceName::new(u.service.as_str()));
         let listen = c.address(&key("listen"), &u.listen);
-        let mut endpoints: Vec<SocketAddr> = u
+        let endpoints: Vec<SocketAddr> = u
             .endpoints
             .iter()
             .enumerate()
             .filter_map(|(j, e)| c.address(&format!("upstream[{i}].endpoints[{j}]"), e))
             .collect();
-        if u.endpoints.is_empty() {
-            endpoints = seeds.to_vec();
-            // Only when no seeds were written: bad seeds already have their own errors.
-            if raw_seeds_empty {
-                c.error(
-                    key("endpoints"),
-                    "no endpoints and no seeds: nowhere to send this service's traffic",
-                );
-            }
-        }
         let timeout = c.duration(
             &key("timeout"),
             u.timeout.as_deref(),
             DEFAULT_UPSTREAM_TIMEOUT,
         );
-        if let (Some(service), Some(listen)) = (service, listen) {
+        let caller = match &u.caller {
+            Some(caller) => c
+                .check(&key("caller"), ServiceName::new(caller.as_str()))
+                .map(|name| name.to_string()),
+            None => Some(String::new()),
+        };
+        if let (Some(service), Some(listen), Some(caller)) = (service, listen, caller) {
             out.push(Upstream {
                 service,
                 listen,
                 endpoints,
+                caller,
                 timeout,
             });
         }

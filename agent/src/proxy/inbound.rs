@@ -9,7 +9,7 @@ use tokio::net::TcpStream;
 
 use super::splice::{splice, SpliceCounters, RESET_CODE};
 use crate::config::LocalService;
-use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message};
 
 /// How long a peer has to send its stream header after opening a stream.
@@ -34,10 +34,11 @@ struct Hosted {
 pub struct InboundProxy {
     services: HashMap<ServiceName, Hosted>,
     telemetry: Telemetry,
+    load: LoadBook,
 }
 
 impl InboundProxy {
-    pub fn new(services: &[LocalService], telemetry: Telemetry) -> Self {
+    pub fn new(services: &[LocalService], telemetry: Telemetry, load: LoadBook) -> Self {
         let services = services
             .iter()
             .map(|s| {
@@ -54,6 +55,7 @@ impl InboundProxy {
         Self {
             services,
             telemetry,
+            load,
         }
     }
 
@@ -124,6 +126,14 @@ impl InboundProxy {
             .await;
             return;
         };
+        // A request is one stream: admitted up to the service's capacity, its latency the time
+        // to reach the local service (TCP carries no request boundaries), its outcome whether
+        // the stream completed.
+        let Some(mut admitted) = self.load.admit(&service) else {
+            self.refuse(&mut send, &mut recv, service.as_str(), Refusal::Overloaded)
+                .await;
+            return;
+        };
         let address = hosted.service.address;
         let tcp = match tokio::time::timeout(connect_timeout, TcpStream::connect(address)).await {
             Ok(Ok(tcp)) => tcp,
@@ -134,12 +144,14 @@ impl InboundProxy {
                     Refusal::LocalConnectFailed
                 };
                 tracing::warn!(%peer, %service, %address, %error, "local service connection failed");
+                admitted.failed();
                 self.refuse(&mut send, &mut recv, service.as_str(), refusal)
                     .await;
                 return;
             }
             Err(_) => {
                 tracing::warn!(%peer, %service, %address, "local service did not accept in time");
+                admitted.failed();
                 self.refuse(
                     &mut send,
                     &mut recv,
@@ -154,8 +166,11 @@ impl InboundProxy {
         if let Err(error) = write_message(&mut send, &OpenReply::Accepted).await {
             tracing::info!(%peer, %service, %error, "peer went away before the stream opened");
             self.count(service.as_str(), "failed");
+            admitted.failed();
             return;
         }
+        // The latency is taken now; `admitted` stays alive (in flight) until the splice ends.
+        admitted.mark_connected();
         let _open = OpenGuard::new(
             self.telemetry
                 .gauge(names::STREAMS_OPEN, &[("direction", "inbound")]),
@@ -165,6 +180,7 @@ impl InboundProxy {
             Err(error) => {
                 tracing::info!(%peer, %service, %error, "proxied connection failed");
                 self.count(service.as_str(), "failed");
+                admitted.failed();
             }
         }
     }

@@ -11,7 +11,8 @@ use tokio::sync::watch;
 
 use super::splice::{abort, splice, SpliceCounters, RESET_CODE};
 use crate::config::Upstream;
-use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::gossip::MeshView;
+use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message, DialError, PeerPool};
 
 /// Why one endpoint could not take a connection.
@@ -45,10 +46,20 @@ pub struct UpstreamProxy {
     telemetry: Telemetry,
     next_endpoint: AtomicUsize,
     counters: SpliceCounters,
+    view: watch::Receiver<Arc<MeshView>>,
+    load: LoadBook,
 }
 
 impl UpstreamProxy {
-    pub fn new(upstream: Upstream, pool: Arc<PeerPool>, telemetry: Telemetry) -> Self {
+    /// `view` is the gossiped mesh, the source of endpoints unless the upstream lists static
+    /// ones; `load` records the caller-to-callee edge of every connection carried.
+    pub fn new(
+        upstream: Upstream,
+        pool: Arc<PeerPool>,
+        telemetry: Telemetry,
+        view: watch::Receiver<Arc<MeshView>>,
+        load: LoadBook,
+    ) -> Self {
         let counters = SpliceCounters::new(&telemetry, upstream.service.as_str(), "outbound");
         Self {
             upstream,
@@ -56,7 +67,28 @@ impl UpstreamProxy {
             telemetry,
             next_endpoint: AtomicUsize::new(0),
             counters,
+            view,
+            load,
         }
+    }
+
+    /// The endpoints to try now: the static override, or the agents gossip says serve the
+    /// service (live, not leaving, service ready), sorted by node ID.
+    pub fn endpoints(&self) -> Vec<SocketAddr> {
+        if self.upstream.endpoints.is_empty() {
+            self.view.borrow().endpoints(&self.upstream.service)
+        } else {
+            self.upstream.endpoints.clone()
+        }
+    }
+
+    fn edge(&self, started: std::time::Instant, ok: bool) {
+        self.load.record_edge(
+            &self.upstream.caller,
+            &self.upstream.service,
+            started.elapsed(),
+            ok,
+        );
     }
 
     /// Accepts app connections until `shutdown` turns true.
@@ -101,7 +133,8 @@ impl UpstreamProxy {
     /// Carries one app connection: try endpoints in round-robin order until one accepts.
     async fn carry(self: Arc<Self>, client: TcpStream, from: SocketAddr) {
         let service = &self.upstream.service;
-        let endpoints = &self.upstream.endpoints;
+        let started = std::time::Instant::now();
+        let endpoints = &self.endpoints();
         let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
         for k in 0..endpoints.len() {
             let addr = endpoints[(start + k) % endpoints.len()];
@@ -113,6 +146,7 @@ impl UpstreamProxy {
                     );
                     tracing::debug!(%service, %from, %peer, "stream open");
                     let result = splice(client, send, recv, &self.counters).await;
+                    self.edge(started, result.is_ok());
                     match result {
                         Ok(()) => self.outcome("completed"),
                         Err(error) => {
@@ -139,6 +173,7 @@ impl UpstreamProxy {
         }
         tracing::warn!(%service, %from, "no endpoint took the connection; closing it");
         self.outcome("no_endpoint");
+        self.edge(started, false);
         abort(&client);
     }
 

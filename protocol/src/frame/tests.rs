@@ -114,6 +114,7 @@ fn any_refusal() -> impl Strategy<Value = Refusal> {
         Just(Refusal::LocalConnectRefused),
         Just(Refusal::LocalConnectTimeout),
         Just(Refusal::LocalConnectFailed),
+        Just(Refusal::Overloaded),
     ]
 }
 

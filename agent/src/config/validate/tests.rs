@@ -65,11 +65,21 @@ endpoints = ["127.0.0.1:4433"]
 }
 
 #[test]
-fn an_upstream_needs_somewhere_to_go() {
-    let e = errors("[[upstream]]\nservice = \"pay\"\nlisten = \"127.0.0.1:15001\"\n");
+fn gossip_settings_and_service_limits_are_checked() {
+    let e = errors(
+        "[gossip]\ninterval = \"10ms\"\nphi_threshold = 0.5\n[[service]]\nname = \"a\"\naddress = \"127.0.0.1:1\"\ncapacity = 0\n[[upstream]]\nservice = \"b\"\nlisten = \"127.0.0.1:2\"\ncaller = \"bad caller\"\n",
+    );
+    for needle in [
+        "gossip.interval: must be between 50ms and 60s",
+        "gossip.phi_threshold: 0.5 is outside 1 to 100",
+        "service[0].capacity: must be at least 1",
+        "upstream[0].caller: service name \"bad caller\"",
+    ] {
+        assert!(has(&e, needle), "missing {needle:?} in {e:#?}");
+    }
     assert!(
-        has(&e, "upstream[0].endpoints: no endpoints and no seeds"),
-        "{e:#?}"
+        !has(&e, "endpoints"),
+        "an upstream without endpoints uses discovery: {e:#?}"
     );
 }
 

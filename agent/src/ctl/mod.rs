@@ -107,3 +107,50 @@ pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
     }
     Ok(())
 }
+
+mod mesh;
+pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
+
+/// GETs a JSON document from the admin API.
+async fn get_json(admin: SocketAddr, path: &str) -> Result<(String, serde_json::Value), String> {
+    let (code, body) = get(admin, path).await?;
+    if code != 200 {
+        return Err(format!("admin API at {admin} answered {code}: {body}"));
+    }
+    let value =
+        serde_json::from_str(&body).map_err(|e| format!("admin API at {admin}: bad JSON: {e}"))?;
+    Ok((body, value))
+}
+
+/// `plexus ctl peers`.
+pub async fn print_peers(admin: SocketAddr, json: bool) -> Result<(), String> {
+    let (body, value) = get_json(admin, "/v1/peers").await?;
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", peers_table(&value));
+    }
+    Ok(())
+}
+
+/// `plexus ctl services`.
+pub async fn print_services(admin: SocketAddr, json: bool) -> Result<(), String> {
+    let (body, value) = get_json(admin, "/v1/services").await?;
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", services_table(&value));
+    }
+    Ok(())
+}
+
+/// `plexus ctl graph`.
+pub async fn print_graph(admin: SocketAddr, json: bool, format: GraphFormat) -> Result<(), String> {
+    let (body, value) = get_json(admin, "/v1/graph").await?;
+    match (json, format) {
+        (true, _) => print!("{body}"),
+        (false, GraphFormat::Text) => print!("{}", graph_text(&value)),
+        (false, GraphFormat::Dot) => print!("{}", graph_dot(&value)),
+    }
+    Ok(())
+}

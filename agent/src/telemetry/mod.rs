@@ -5,6 +5,14 @@
 //! numbers. Code registers a handle once (a `metrics::Counter`) and bumps it on the hot path,
 //! which is a single atomic add.
 
+mod host;
+mod load;
+mod window;
+
+pub use host::{HostSampler, HostUsage};
+pub use load::{Admitted, EdgeReading, HostedReading, LoadBook, LOAD_WINDOW};
+pub use window::{RequestWindow, WindowReading};
+
 use metrics::{Counter, Gauge, Key, Label, Level, Metadata, Recorder, SharedString, Unit};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusHandle, PrometheusRecorder};
 
@@ -18,6 +26,13 @@ pub mod names {
     pub const STREAMS_OPEN: &str = "plexus_streams_open";
     pub const BYTES: &str = "plexus_proxy_bytes_total";
     pub const DIAL_FAILURES: &str = "plexus_dial_failures_total";
+    pub const GOSSIP_LIVE_PEERS: &str = "plexus_gossip_live_peers";
+    pub const GOSSIP_BYTES: &str = "plexus_gossip_bytes_total";
+    pub const GOSSIP_MESSAGES: &str = "plexus_gossip_messages_total";
+    pub const GOSSIP_REJECTED: &str = "plexus_gossip_rejected_total";
+    pub const GOSSIP_SUMMARY_BYTES: &str = "plexus_gossip_summary_bytes";
+    pub const GOSSIP_TRANSITIONS: &str = "plexus_gossip_member_transitions_total";
+    pub const SERVICE_READY: &str = "plexus_service_ready";
 }
 
 /// An agent's metric registry and its Prometheus renderer.
@@ -76,6 +91,43 @@ impl Telemetry {
             None,
             "failed dials to peers, by peer address",
         );
+        describe(
+            names::GOSSIP_BYTES,
+            Some(Unit::Bytes),
+            "gossip bytes sent and received (frames included), by direction",
+        );
+        describe(
+            names::GOSSIP_MESSAGES,
+            None,
+            "gossip messages sent and received, by direction",
+        );
+        describe(
+            names::GOSSIP_REJECTED,
+            None,
+            "gossip input refused or dropped, by reason",
+        );
+        describe(
+            names::GOSSIP_TRANSITIONS,
+            None,
+            "membership state changes seen by this agent, by new state",
+        );
+        for (name, help) in [
+            (
+                names::GOSSIP_LIVE_PEERS,
+                "peers this agent sees alive (itself excluded)",
+            ),
+            (
+                names::GOSSIP_SUMMARY_BYTES,
+                "size of this node's published gossip values, by key",
+            ),
+            (
+                names::SERVICE_READY,
+                "1 when a hosted service passes its readiness probe",
+            ),
+        ] {
+            self.recorder
+                .describe_gauge(name.into(), None, SharedString::const_str(help));
+        }
         self.recorder.describe_gauge(
             names::CONNECTIONS_OPEN.into(),
             None,

@@ -1,0 +1,477 @@
+//! Membership, failure detection and load summaries, by gossip (chitchat's scuttlebutt with a
+//! phi-accrual failure detector) over the agent's mTLS QUIC endpoint.
+//!
+//! - [`transport`]: chitchat's `Transport` as unidirectional QUIC streams; the sender's claimed
+//!   node ID must match its certificate.
+//! - [`seal`]: every value a node publishes is signed with its key, so a relay cannot forge
+//!   another node's state.
+//! - [`publish`]: what this node publishes (its [`plexus_protocol::NodeSummary`] and dependency
+//!   edges) and when (at most once per interval, only on meaningful change).
+//! - [`view`]: the pure membership state machine and the [`MeshView`] that discovery, the admin
+//!   API and the dependency map read.
+
+mod codec;
+pub mod publish;
+pub mod seal;
+pub mod transport;
+pub mod view;
+
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
+use plexus_protocol::frame::FrameMessage;
+use plexus_protocol::{DependencyEdges, GossipLeave, NodeId, NodeSummary};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinSet;
+
+use crate::pki::{NodeCredentials, TrustBundle};
+use crate::telemetry::{names, HostSampler, LoadBook, Telemetry};
+use crate::transport::PeerPool;
+pub use publish::NodeFacts;
+use publish::{build_edges, build_summary, edges_changed, summary_changed, PublishGate};
+use seal::{cert_value, SealVerifier, Sealer, CERT_KEY};
+pub use transport::GossipInbox;
+pub use view::{MemberState, MeshView};
+use view::{Membership, NodeObservation};
+
+/// The key of a node's sealed [`NodeSummary`].
+pub const SUMMARY_KEY: &str = "plexus:summary";
+/// The key of a node's sealed [`DependencyEdges`].
+pub const EDGES_KEY: &str = "plexus:edges";
+/// How long dead members stay listed (as dead) before they are forgotten.
+const DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
+/// How long delivering one gossip message may take, dial included.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// Gossip timing, from the `[gossip]` config table.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct GossipSettings {
+    /// How often this node starts a gossip round (with up to three live peers, one dead one
+    /// and one seed).
+    pub interval: Duration,
+    /// Phi-accrual threshold: a node is dead once the silence since its last heartbeat exceeds
+    /// this many times the mean interval between its heartbeats.
+    pub phi_threshold: f64,
+}
+
+impl Default for GossipSettings {
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_millis(500),
+            phi_threshold: 8.0,
+        }
+    }
+}
+
+/// Everything gossip needs from the agent.
+pub struct GossipSetup {
+    pub node_id: NodeId,
+    pub advertise: SocketAddr,
+    pub seeds: Vec<SocketAddr>,
+    pub settings: GossipSettings,
+    pub trust: TrustBundle,
+    pub credentials: NodeCredentials,
+    pub facts: NodeFacts,
+    pub load: LoadBook,
+    pub pool: Arc<PeerPool>,
+    pub telemetry: Telemetry,
+}
+
+/// This agent's gossip: a running chitchat instance and the tasks around it.
+pub struct Gossip {
+    handle: ChitchatHandle,
+    inbox: GossipInbox,
+    view: watch::Receiver<Arc<MeshView>>,
+    leaving: Arc<AtomicBool>,
+    generation: u64,
+    pool: Arc<PeerPool>,
+    tasks: JoinSet<()>,
+}
+
+impl Gossip {
+    /// Starts gossip: chitchat, its transport, the publisher and the membership view.
+    pub async fn start(setup: GossipSetup) -> anyhow::Result<Self> {
+        let generation = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let settings = setup.settings;
+        let wire = transport::wire(
+            setup.advertise,
+            setup.node_id.clone(),
+            generation,
+            setup.telemetry.clone(),
+        )
+        .await?;
+        let chitchat_id = ChitchatId::new(setup.node_id.as_str(), generation, setup.advertise);
+        let config = ChitchatConfig {
+            chitchat_id,
+            cluster_id: setup.trust.trust_domain().to_string(),
+            gossip_interval: settings.interval,
+            listen_addr: setup.advertise,
+            seed_nodes: setup.seeds.iter().map(|s| s.to_string()).collect(),
+            failure_detector_config: FailureDetectorConfig {
+                phi_threshold: settings.phi_threshold,
+                sampling_window_size: 1000,
+                // One long pause must not teach the detector to wait for ever.
+                max_interval: settings.interval * 4,
+                initial_interval: settings.interval,
+                dead_node_grace_period: DEAD_NODE_GRACE,
+            },
+            marked_for_deletion_grace_period: Duration::from_secs(3600),
+            catchup_callback: None,
+            extra_liveness_predicate: None,
+            protocol_version: chitchat::ProtocolVersion::V1,
+        };
+        let initial = vec![(CERT_KEY.to_owned(), cert_value(&setup.credentials))];
+        let handle = spawn_chitchat(config, initial, &wire.transport).await?;
+
+        let mut tasks = JoinSet::new();
+        tasks.spawn(transport::deliver(
+            wire.outbound,
+            setup.pool.clone(),
+            setup.telemetry.clone(),
+            DELIVERY_TIMEOUT,
+        ));
+        tasks.spawn(transport::decode(
+            wire.raw,
+            wire.decoded,
+            setup.telemetry.clone(),
+        ));
+        let leaving = Arc::new(AtomicBool::new(false));
+        let sealer = Sealer::new(&setup.credentials).map_err(anyhow::Error::msg)?;
+        let publisher = Publisher {
+            chitchat: handle.chitchat(),
+            node_id: setup.node_id.to_string(),
+            generation,
+            sealer,
+            facts: setup.facts,
+            load: setup.load,
+            host: HostSampler::new(),
+            summary_gate: PublishGate::default(),
+            edges_gate: PublishGate::default(),
+            leaving: leaving.clone(),
+            telemetry: setup.telemetry.clone(),
+        };
+        let (view_tx, view) = watch::channel(Arc::new(MeshView::default()));
+        tasks.spawn(publisher.run(settings.interval));
+        let observer = Observer {
+            chitchat: handle.chitchat(),
+            membership: Membership::new(setup.node_id.as_str(), settings.interval * 4),
+            verifier: SealVerifier::new(setup.trust),
+            rejected: std::collections::HashMap::new(),
+            telemetry: setup.telemetry,
+            view: view_tx,
+        };
+        tasks.spawn(observer.run(settings.interval / 2, wire.leaves));
+        Ok(Self {
+            handle,
+            inbox: wire.inbox,
+            view,
+            leaving,
+            generation,
+            pool: setup.pool,
+            tasks,
+        })
+    }
+
+    /// Where the accept loop hands gossip streams.
+    pub fn inbox(&self) -> GossipInbox {
+        self.inbox.clone()
+    }
+
+    /// The mesh as this agent sees it, updated live.
+    pub fn view(&self) -> watch::Receiver<Arc<MeshView>> {
+        self.view.clone()
+    }
+
+    /// Announces a graceful leave: the next summary says so, and every routable peer is told
+    /// directly, so peers drop this node at once instead of waiting for the failure detector.
+    pub async fn leave(&self, within: Duration) {
+        self.leaving.store(true, Ordering::Release);
+        let peers: Vec<SocketAddr> = self
+            .view
+            .borrow()
+            .members
+            .iter()
+            .filter(|m| !m.local && m.state.routable())
+            .map(|m| m.address)
+            .collect();
+        let frame = GossipLeave {
+            generation: self.generation,
+        }
+        .to_frame_bytes();
+        let mut sends = JoinSet::new();
+        for addr in peers {
+            let pool = self.pool.clone();
+            let frame = frame.clone();
+            sends.spawn(async move {
+                let peer = pool
+                    .connection(addr, within)
+                    .await
+                    .map_err(|e| e.to_string())?;
+                let mut send = peer
+                    .connection
+                    .open_uni()
+                    .await
+                    .map_err(|e| e.to_string())?;
+                send.write_all(&frame).await.map_err(|e| e.to_string())?;
+                send.finish().map_err(|e| e.to_string())?;
+                // Wait until the peer has the bytes, so closing the endpoint cannot drop them.
+                let _ = send.stopped().await;
+                Ok::<_, String>(())
+            });
+        }
+        let _ = tokio::time::timeout(within, async {
+            while let Some(result) = sends.join_next().await {
+                if let Ok(Err(reason)) = result {
+                    tracing::debug!(%reason, "leave announcement not delivered");
+                }
+            }
+        })
+        .await;
+    }
+
+    /// Stops chitchat and the gossip tasks.
+    pub async fn shutdown(mut self) {
+        let _ = self.handle.initiate_shutdown();
+        self.tasks.abort_all();
+        while self.tasks.join_next().await.is_some() {}
+        self.handle.abort();
+    }
+}
+
+struct Publisher {
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    node_id: String,
+    generation: u64,
+    sealer: Sealer,
+    facts: NodeFacts,
+    load: LoadBook,
+    host: HostSampler,
+    summary_gate: PublishGate<NodeSummary>,
+    edges_gate: PublishGate<DependencyEdges>,
+    leaving: Arc<AtomicBool>,
+    telemetry: Telemetry,
+}
+
+impl Publisher {
+    async fn run(mut self, interval: Duration) {
+        let mut ticks = tokio::time::interval(interval / 2);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.publish_once(interval).await;
+        }
+    }
+
+    async fn publish_once(&mut self, interval: Duration) {
+        let now = Instant::now();
+        let leaving = self.leaving.load(Ordering::Acquire);
+        let summary = build_summary(
+            &self.facts,
+            self.host.sample(),
+            &self.load.hosted(now),
+            leaving,
+        );
+        // A leave is published at once; everything else at most once per interval.
+        let gap = if leaving { Duration::ZERO } else { interval };
+        if self.summary_gate.offer(now, gap, &summary, summary_changed) {
+            match summary.encode() {
+                Ok(payload) => self.set(SUMMARY_KEY, payload).await,
+                Err(reason) => tracing::error!(%reason, "node summary over budget; not published"),
+            }
+        }
+        let edges = build_edges(&self.load.edges(now));
+        if self.edges_gate.offer(now, interval, &edges, edges_changed) {
+            match edges.encode() {
+                Ok(payload) => self.set(EDGES_KEY, payload).await,
+                Err(reason) => {
+                    tracing::error!(%reason, "dependency edges over budget; not published")
+                }
+            }
+        }
+    }
+
+    async fn set(&self, key: &'static str, payload: Vec<u8>) {
+        let size = payload.len();
+        let mut chitchat = self.chitchat.lock().await;
+        let state = chitchat.self_node_state();
+        // `set` stores a changed value at max_version + 1: sign that version.
+        let version = state.max_version() + 1;
+        match self
+            .sealer
+            .seal(&self.node_id, self.generation, key, version, payload)
+        {
+            Ok(value) => {
+                state.set(key, value);
+                drop(chitchat);
+                self.telemetry
+                    .gauge(names::GOSSIP_SUMMARY_BYTES, &[("key", key)])
+                    .set(size as f64);
+            }
+            Err(reason) => tracing::error!(%reason, key, "cannot sign gossip value"),
+        }
+    }
+}
+
+/// A node's raw state, copied out of chitchat under its lock.
+struct RawNode {
+    id: ChitchatId,
+    heartbeat: u64,
+    live: bool,
+    cert: Option<String>,
+    summary: Option<(String, u64)>,
+    edges: Option<(String, u64)>,
+}
+
+struct Observer {
+    chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
+    membership: Membership,
+    verifier: SealVerifier,
+    /// Node ID to the (max) version whose refusal was last counted.
+    rejected: std::collections::HashMap<String, u64>,
+    telemetry: Telemetry,
+    view: watch::Sender<Arc<MeshView>>,
+}
+
+impl Observer {
+    async fn run(mut self, every: Duration, mut leaves: mpsc::UnboundedReceiver<(NodeId, u64)>) {
+        let mut ticks = tokio::time::interval(every.max(Duration::from_millis(50)));
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticks.tick() => {}
+                leave = leaves.recv() => match leave {
+                    Some((node, generation)) => self.membership.left(node.as_str(), generation),
+                    None => return,
+                },
+            }
+            self.observe().await;
+        }
+    }
+
+    async fn observe(&mut self) {
+        let raw = {
+            let chitchat = self.chitchat.lock().await;
+            let live: HashSet<&ChitchatId> = chitchat.live_nodes().collect();
+            let versioned = |state: &chitchat::NodeState, key: &str| {
+                state
+                    .get_versioned(key)
+                    .filter(|v| !v.is_deleted())
+                    .map(|v| (v.value.clone(), v.version))
+            };
+            chitchat
+                .node_states()
+                .iter()
+                .map(|(id, state)| RawNode {
+                    id: id.clone(),
+                    heartbeat: u64::from(state.heartbeat()),
+                    live: live.contains(id),
+                    cert: state.get(CERT_KEY).map(str::to_owned),
+                    summary: versioned(state, SUMMARY_KEY),
+                    edges: versioned(state, EDGES_KEY),
+                })
+                .collect::<Vec<_>>()
+        };
+        let nodes: Vec<NodeObservation> = raw.into_iter().filter_map(|n| self.verify(n)).collect();
+        let (view, transitions) = self.membership.observe(Instant::now(), nodes);
+        for (node, state) in transitions {
+            tracing::info!(peer = %node, state = state.as_label(), "membership change");
+            self.telemetry
+                .counter(names::GOSSIP_TRANSITIONS, &[("state", state.as_label())])
+                .increment(1);
+        }
+        self.telemetry
+            .gauge(names::GOSSIP_LIVE_PEERS, &[])
+            .set(view.live_peers() as f64);
+        let known: HashSet<String> = view.members.iter().map(|m| m.node_id.clone()).collect();
+        self.verifier.retain(&|node| known.contains(node));
+        self.rejected.retain(|node, _| known.contains(node));
+        let _ = self.view.send(Arc::new(view));
+    }
+
+    /// Opens a node's sealed values. A node without a certificate proving its node ID is no
+    /// member at all; a node whose values do not verify keeps no summary (and so hosts nothing
+    /// anyone routes to). Each refusal is counted once per version.
+    fn verify(&mut self, node: RawNode) -> Option<NodeObservation> {
+        let node_id = node.id.node_id.to_string();
+        let generation = node.id.generation_id;
+        if let Err(error) = self.verifier.certificate(&node_id, node.cert.as_deref()) {
+            // Before its first delta arrives a node has no state at all: that is no refusal.
+            if node.cert.is_some() && self.rejected.get(&node_id) != Some(&0) {
+                self.rejected.insert(node_id.clone(), 0);
+                tracing::warn!(node = %node_id, %error, "gossiped node has no valid certificate; ignored");
+                self.telemetry
+                    .counter(names::GOSSIP_REJECTED, &[("reason", error.label())])
+                    .increment(1);
+            }
+            return None;
+        }
+        let mut open = |key: &str, value: &Option<(String, u64)>| {
+            let (value, version) = value.as_ref()?;
+            let result = self.verifier.open(
+                &node_id,
+                generation,
+                node.cert.as_deref(),
+                key,
+                *version,
+                value,
+            );
+            Some((result, *version))
+        };
+        let summary = open(SUMMARY_KEY, &node.summary);
+        let edges = open(EDGES_KEY, &node.edges);
+        let mut refusal = None;
+        let summary = match summary {
+            Some((Ok(payload), version)) => match NodeSummary::decode(&payload) {
+                Ok(summary) => Some(summary),
+                Err(_) => {
+                    refusal = Some(("malformed_summary", version));
+                    None
+                }
+            },
+            Some((Err(error), version)) => {
+                refusal = Some((error.label(), version));
+                None
+            }
+            None => None,
+        };
+        let edges = match edges {
+            Some((Ok(payload), version)) => match DependencyEdges::decode(&payload) {
+                Ok(edges) => edges.edges,
+                Err(_) => {
+                    refusal = refusal.or(Some(("malformed_edges", version)));
+                    Vec::new()
+                }
+            },
+            Some((Err(error), version)) => {
+                refusal = refusal.or(Some((error.label(), version)));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
+        if let Some((reason, version)) = refusal {
+            if self.rejected.get(&node_id) != Some(&version) {
+                self.rejected.insert(node_id.clone(), version);
+                tracing::warn!(node = %node_id, reason, "gossiped state failed verification; ignored");
+                self.telemetry
+                    .counter(names::GOSSIP_REJECTED, &[("reason", reason)])
+                    .increment(1);
+            }
+        }
+        Some(NodeObservation {
+            node_id,
+            generation,
+            address: node.id.gossip_advertise_addr,
+            heartbeat: node.heartbeat,
+            live: node.live,
+            summary,
+            edges,
+        })
+    }
+}

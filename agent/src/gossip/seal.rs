@@ -1,0 +1,273 @@
+//! Signing the values this node publishes, and checking the values other nodes published.
+//!
+//! A node publishes its certificate (DER, under [`CERT_KEY`]) next to its values. The
+//! certificate proves itself: it must chain to the trust bundle, be within its dates, and carry
+//! the SPIFFE ID of the node whose state it sits in. Every other value is a
+//! [`SealedValue`] signed with that certificate's key over
+//! [`plexus_protocol::gossip::sealed_message`]. A relay that forges or moves a value cannot make
+//! the signature verify.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
+use base64::Engine;
+use plexus_protocol::gossip::sealed_message;
+use plexus_protocol::SealedValue;
+use rustls::crypto::WebPkiSupportedAlgorithms;
+use rustls::pki_types::{CertificateDer, UnixTime};
+use rustls::server::ParsedCertificate;
+use rustls::sign::SigningKey;
+use rustls::SignatureScheme;
+use x509_parser::prelude::{FromDer, X509Certificate};
+
+use crate::pki::{leaf_spiffe_id, NodeCredentials, TrustBundle};
+
+/// The key under which a node publishes its certificate.
+pub const CERT_KEY: &str = "plexus:cert";
+
+/// Signs values with this node's key.
+pub struct Sealer {
+    key: Arc<dyn SigningKey>,
+    scheme: SignatureScheme,
+}
+
+impl std::fmt::Debug for Sealer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Sealer")
+            .field("scheme", &self.scheme)
+            .finish()
+    }
+}
+
+impl Sealer {
+    pub fn new(credentials: &NodeCredentials) -> Result<Self, String> {
+        let key = crate::pki::crypto_provider()
+            .key_provider
+            .load_private_key(credentials.key.clone_key())
+            .map_err(|e| format!("unusable node key: {e}"))?;
+        let signer = key
+            .choose_scheme(&[
+                SignatureScheme::ECDSA_NISTP256_SHA256,
+                SignatureScheme::ECDSA_NISTP384_SHA384,
+                SignatureScheme::ED25519,
+                SignatureScheme::RSA_PSS_SHA256,
+            ])
+            .ok_or("the node key supports no TLS 1.3 signature scheme")?;
+        Ok(Self {
+            scheme: signer.scheme(),
+            key,
+        })
+    }
+
+    /// The chitchat value for `payload` under `key`, to be stored at `version`.
+    pub fn seal(
+        &self,
+        node_id: &str,
+        generation: u64,
+        key: &str,
+        version: u64,
+        payload: Vec<u8>,
+    ) -> Result<String, String> {
+        let signer = self
+            .key
+            .choose_scheme(&[self.scheme])
+            .ok_or("signing scheme no longer offered")?;
+        let message = sealed_message(node_id, generation, key, version, &payload);
+        let signature = signer.sign(&message).map_err(|e| e.to_string())?;
+        let sealed = SealedValue {
+            scheme: u16::from(self.scheme),
+            signature,
+            payload,
+        };
+        Ok(BASE64.encode(sealed.encode()))
+    }
+}
+
+/// The certificate value a node publishes.
+pub fn cert_value(credentials: &NodeCredentials) -> String {
+    BASE64.encode(credentials.chain[0].as_ref())
+}
+
+/// Why a published value was not accepted.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum SealError {
+    #[error("no certificate published")]
+    NoCertificate,
+    #[error("published certificate refused: {0}")]
+    BadCertificate(String),
+    #[error("certificate is for node {found}, not {expected}")]
+    WrongNode { found: String, expected: String },
+    #[error("value is not a sealed value: {0}")]
+    Malformed(String),
+    #[error("signature does not verify")]
+    BadSignature,
+}
+
+impl SealError {
+    /// A stable label for metrics.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Self::NoCertificate => "no_certificate",
+            Self::BadCertificate(_) => "bad_certificate",
+            Self::WrongNode { .. } => "node_id_mismatch",
+            Self::Malformed(_) => "malformed_value",
+            Self::BadSignature => "bad_signature",
+        }
+    }
+}
+
+/// A value checked once: (value, version, payload or refusal).
+type OpenedValue = (String, u64, Result<Vec<u8>, SealError>);
+
+/// Checks published certificates and seals, caching results by (node, value) so that a value
+/// is verified once, not on every read.
+#[derive(Debug)]
+pub struct SealVerifier {
+    trust: TrustBundle,
+    algorithms: WebPkiSupportedAlgorithms,
+    certs: HashMap<String, (String, Result<CertificateDer<'static>, SealError>)>,
+    values: HashMap<(String, String), OpenedValue>,
+}
+
+impl SealVerifier {
+    pub fn new(trust: TrustBundle) -> Self {
+        Self {
+            trust,
+            algorithms: crate::pki::crypto_provider().signature_verification_algorithms,
+            certs: HashMap::new(),
+            values: HashMap::new(),
+        }
+    }
+
+    /// Forgets cached results of nodes not in `live` (bounded memory as members come and go).
+    pub fn retain(&mut self, live: &dyn Fn(&str) -> bool) {
+        self.certs.retain(|node, _| live(node));
+        self.values.retain(|(node, _), _| live(node));
+    }
+
+    /// The certificate `node_id` published, if it proves that node's identity.
+    pub fn certificate(
+        &mut self,
+        node_id: &str,
+        published: Option<&str>,
+    ) -> Result<CertificateDer<'static>, SealError> {
+        let published = published.ok_or(SealError::NoCertificate)?;
+        if let Some((value, result)) = self.certs.get(node_id) {
+            if value == published {
+                return result.clone();
+            }
+        }
+        let result = self.check_certificate(node_id, published);
+        self.certs
+            .insert(node_id.to_owned(), (published.to_owned(), result.clone()));
+        result
+    }
+
+    fn check_certificate(
+        &self,
+        node_id: &str,
+        published: &str,
+    ) -> Result<CertificateDer<'static>, SealError> {
+        if published.len() > 8192 {
+            return Err(SealError::BadCertificate("larger than 6 KiB".into()));
+        }
+        let der = BASE64
+            .decode(published)
+            .map_err(|e| SealError::BadCertificate(e.to_string()))?;
+        let der = CertificateDer::from(der);
+        let parsed = ParsedCertificate::try_from(&der)
+            .map_err(|e| SealError::BadCertificate(e.to_string()))?;
+        rustls::client::verify_server_cert_signed_by_trust_anchor(
+            &parsed,
+            &self.trust.roots(),
+            &[],
+            UnixTime::now(),
+            self.algorithms.all,
+        )
+        .map_err(|e| SealError::BadCertificate(crate::pki::rejection_reason(&e).to_owned()))?;
+        let id = leaf_spiffe_id(&der).map_err(SealError::BadCertificate)?;
+        if id.trust_domain() != self.trust.trust_domain() {
+            return Err(SealError::BadCertificate(format!(
+                "trust domain {} is not ours",
+                id.trust_domain()
+            )));
+        }
+        if id.node_id().as_str() != node_id {
+            return Err(SealError::WrongNode {
+                found: id.node_id().to_string(),
+                expected: node_id.to_owned(),
+            });
+        }
+        Ok(der)
+    }
+
+    /// The payload of `value`, published by `node_id` (incarnation `generation`) under `key`
+    /// at `version`, if its seal verifies against the certificate the node published.
+    pub fn open(
+        &mut self,
+        node_id: &str,
+        generation: u64,
+        published_cert: Option<&str>,
+        key: &str,
+        version: u64,
+        value: &str,
+    ) -> Result<Vec<u8>, SealError> {
+        let cache_key = (node_id.to_owned(), key.to_owned());
+        if let Some((cached_value, cached_version, result)) = self.values.get(&cache_key) {
+            if *cached_version == version && cached_value == value {
+                return result.clone();
+            }
+        }
+        let result = self
+            .certificate(node_id, published_cert)
+            .and_then(|cert| self.check_seal(&cert, node_id, generation, key, version, value));
+        self.values
+            .insert(cache_key, (value.to_owned(), version, result.clone()));
+        result
+    }
+
+    fn check_seal(
+        &self,
+        cert: &CertificateDer<'static>,
+        node_id: &str,
+        generation: u64,
+        key: &str,
+        version: u64,
+        value: &str,
+    ) -> Result<Vec<u8>, SealError> {
+        if value.len() > SealedValue::MAX_LEN * 4 / 3 + 4 {
+            return Err(SealError::Malformed("too long".into()));
+        }
+        let bytes = BASE64
+            .decode(value)
+            .map_err(|e| SealError::Malformed(e.to_string()))?;
+        let sealed = SealedValue::decode(&bytes).map_err(SealError::Malformed)?;
+        let message = sealed_message(node_id, generation, key, version, &sealed.payload);
+        let scheme = SignatureScheme::from(sealed.scheme);
+        let public_key = subject_public_key(cert).ok_or(SealError::BadSignature)?;
+        // The same schemes TLS 1.3 accepts for a handshake signature.
+        let candidates = self
+            .algorithms
+            .mapping
+            .iter()
+            .find(|(s, _)| *s == scheme)
+            .map(|(_, algorithms)| *algorithms)
+            .unwrap_or(&[]);
+        let verified = candidates.iter().any(|algorithm| {
+            algorithm
+                .verify_signature(&public_key, &message, &sealed.signature)
+                .is_ok()
+        });
+        if !verified {
+            return Err(SealError::BadSignature);
+        }
+        Ok(sealed.payload)
+    }
+}
+
+/// The raw public key (the SubjectPublicKey bit string) of a certificate.
+fn subject_public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
+    let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
+    Some(parsed.public_key().subject_public_key.data.to_vec())
+}
