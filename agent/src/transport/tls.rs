@@ -35,8 +35,8 @@ fn transport_config(settings: &TransportSettings) -> Result<Arc<TransportConfig>
         ))
         .keep_alive_interval(Some(settings.keep_alive))
         .max_concurrent_bidi_streams(VarInt::from_u32(MAX_CONCURRENT_STREAMS))
-        // No unidirectional streams are used yet; refuse them rather than let them pile up.
-        .max_concurrent_uni_streams(VarInt::from_u32(0))
+        // Unidirectional streams carry gossip, one message each; a few dozen at once is plenty.
+        .max_concurrent_uni_streams(VarInt::from_u32(64))
         .stream_receive_window(VarInt::from_u32(2 << 20))
         .receive_window(VarInt::from_u32(8 << 20))
         .send_window(8 << 20);

@@ -4,6 +4,7 @@
 mod cli;
 mod config_errors;
 mod failures;
+mod gossip;
 mod proxy;
 mod restart;
 mod tls;
