@@ -1,55 +1,60 @@
 //! Gossip scale benchmark: N chitchat 0.13 nodes in one process, over chitchat's in-memory
-//! transport (`ChannelTransport::with_mtu(65_507)`, which serialises and decodes every message
-//! like UDP would and refuses anything larger than the MTU).
+//! transport (`ChannelTransport::with_mtu(65_507)`, which encodes and decodes every message as
+//! UDP would, counts messages and bytes, and refuses anything larger than the MTU).
 //!
 //! ```text
-//! cargo bench -p plexus-agent --bench gossip_scale                 # default plan
-//! cargo bench -p plexus-agent --bench gossip_scale -- 100 300      # only these sizes
-//! cargo bench -p plexus-agent --bench gossip_scale -- 1000 --modes zoned-v1-push --intervals 500,1000
+//! cargo bench -p plexus-agent --bench gossip_scale              # default plan, < 6 min
+//! cargo bench -p plexus-agent --bench gossip_scale -- 100 300   # only these sizes
+//! cargo bench -p plexus-agent --bench gossip_scale -- 1000 --modes flat-v0,flat-v1 --budget-secs 1500
 //! ```
 //!
-//! Every node has a realistic id (`node-0042`), a millisecond-timestamp generation id, its own
-//! `10.0.x.y:7946` address, phi threshold 8, three pseudo-random seeds, and carries a ~600-byte
-//! JSON `summary` value (services, ports, certificate fingerprint) in its state. For each
-//! configuration and size the bench measures, in order:
+//! Options: sizes as bare numbers; `--modes a,b` (below); `--intervals 500,1000` (ms);
+//! `--zone-size 40`; `--dilate D`; `--budget-secs 330`. Other arguments (`--bench`) are ignored.
 //!
-//! 1. **membership**: time from spawning every node until every node sees every other node as
-//!    live (polled every 100 ms, bounded; if the bound passes, how far it got is reported);
+//! Every node has a realistic id (`node-0042`), a millisecond-timestamp generation id, its own
+//! `10.0.x.y:7946` address, three pseudo-random seeds, the agent's failure-detector settings
+//! (phi 8, `max_interval` 4 intervals; sampling window 100 instead of 1 000 to fit 1 000 nodes in
+//! one process), and a ~600-byte JSON `summary` (services, ports, certificate fingerprint) in
+//! its state. Nodes start spread over one interval, so their rounds are out of phase. For each
+//! configuration, size and interval the bench measures:
+//!
+//! 1. **membership**: time from the first spawn until every node sees every other node as live
+//!    (polled every 100 ms, bounded; if the bound passes, how far it got);
 //! 2. **propagation**: one node sets `summary` to a new value; time until 99 % and 100 % of all
 //!    nodes see it (polled every 20 ms through `with_chitchat`, bounded);
-//! 3. **steady state**: `ChannelTransport::statistics()` before and after a 5 s window, divided
-//!    by N and by seconds. A transport wrapper also records the largest Syn / SynAck / Ack, how
-//!    many sends the MTU refused, and how many sent messages never reached the receiver (the
-//!    channel transport drops when a node's 100-message queue is full, i.e. when the simulator
-//!    is CPU-starved).
+//! 3. **steady state**: `ChannelTransport::statistics()` before and after a window of at least
+//!    5 s (and 3 rounds), per node and second. A socket wrapper also records the largest Syn /
+//!    SynAck / Ack, sends the MTU refused, and messages sent but never received (the channel
+//!    transport drops them when a node's 100-message queue is full).
 //!
-//! Configurations (`--modes`):
+//! Configurations (`--modes`; default plan: all four at 500 ms, `flat-v1` and `zoned-v1-push`
+//! again at 1 s; flat modes at 1 000 nodes only when named, see below):
 //! - `flat-v0`, `flat-v1`: one plain chitchat cluster of N nodes, digests uncompressed (V0) or
-//!   zstd-compressed (V1).
-//! - `zoned-v1`: N nodes split into zones of about `--zone-size` (40) nodes, each zone its own
-//!   chitchat cluster (own `cluster_id`). The first two nodes of each zone are representatives:
-//!   they also run a second chitchat instance in one small cross-zone cluster, publish there a
-//!   summarised zone state (`node-0042=REV:HASH;` for each zone member), and copy every other
-//!   zone's summary into their own zone state (`remote:zone-NN`), merged by highest revision.
-//!   A node in zone B "sees" a change made in zone A when one of B's representatives, in B's
-//!   cluster, carries A's summary with the new revision and hash. Relaying is event-driven
-//!   (chitchat key-change listeners) with a 1 s fallback tick.
-//! - `-push` suffix: whoever changes its own state (the changed node, a representative that
-//!   republishes) immediately sends a Syn to three random live peers of that cluster
-//!   (`ChitchatHandle::gossip`) instead of waiting for the next round.
+//!   zstd-compressed (V1, what the agent uses).
+//! - `zoned-v1`: zones of about `--zone-size` nodes, each its own chitchat cluster (own
+//!   `cluster_id`). The first two nodes of each zone are representatives: they also run a second
+//!   chitchat instance in one cross-zone cluster, publish there a summarised zone state
+//!   (`node-0042=REV:HASH;` per zone member), and copy every other zone's summary into their own
+//!   zone state (`remote:zone-NN`), merged by highest revision; woken by chitchat key-change
+//!   listeners, with a 1 s fallback tick. A node of zone B sees a change made in zone A when a
+//!   representative of B carries, in B's cluster, A's summary with the new revision and hash.
+//!   Membership here means every zone cluster and the cross-zone cluster fully live and every
+//!   node seeing a summary of every other zone. Bytes count both clusters, divided by N; the
+//!   representatives' extra traffic is shown separately.
+//! - `-push` suffix: a node that changes its own state (the changed node, a representative that
+//!   republishes) at once sends a Syn to three random live peers (`ChitchatHandle::gossip`).
 //!
-//! Membership in zoned mode means: every zone cluster and the cross-zone cluster fully live, and
-//! every node sees a summary of every other zone. Bytes/node/s counts all traffic (zone plus
-//! cross-zone clusters) divided by N; the representatives' extra cost is shown separately.
+//! Simulated time: all N nodes share this machine's cores, real nodes each have their own, and
+//! a flat cluster's work grows as N² (every message carries an N-entry digest). A CPU-starved
+//! simulator slows the rounds down and every timing with them, so each run stretches all chitchat
+//! durations by a dilation factor chosen from the expected CPU (see `Sim`) and divides measured
+//! times by it; rates are per simulated second. The diagnostics table shows the CPU and timer lag
+//! each phase actually had, and a run whose rounds fell behind is flagged CPU-starved. Flat
+//! clusters of 1 000 nodes need ×26 (V0) to ×36 (V1) on 2 cores, about 4 to 5 minutes each, so
+//! the default plan lists them as skipped; name them with `--modes` to run them.
 //!
-//! All N nodes share the bench machine's cores (a multi-threaded tokio runtime, one worker per
-//! core), whereas real nodes each have their own: the diagnostics table reports process CPU use,
-//! tokio timer lag and in-transport drops so a CPU-starved run is visible as such; where
-//! the achieved Syn rate falls short of the nominal 3 per node per round, bytes/node/s is also
-//! shown scaled to the nominal rate (labelled as such).
-//!
-//! Every wait is bounded; the whole plan is bounded by `--budget-secs` (default 330): runs that
-//! would start after it are reported as skipped.
+//! Every wait is bounded; the plan stops starting runs when `--budget-secs` is spent and reports
+//! the rest as skipped.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt::Write as _;
@@ -426,7 +431,12 @@ struct Plan {
     budget: Duration,
     /// `--dilate D` forces the time dilation; otherwise it is chosen per run (see `Sim`).
     dilation: Option<u32>,
+    /// Default plan: intervals after the first run only `SECONDARY_MODES`.
+    secondary_modes_only: bool,
 }
+
+/// Configurations the default plan also runs at its second interval (1 s).
+const SECONDARY_MODES: [&str; 2] = ["flat-v1", "zoned-v1-push"];
 
 fn parse_list<T>(value: Option<&String>, parse: impl Fn(&str) -> Option<T>) -> Vec<T> {
     value
@@ -443,6 +453,7 @@ fn parse_plan(args: &[String]) -> Plan {
         zone_size: 40,
         budget: Duration::from_secs(330),
         dilation: None,
+        secondary_modes_only: false,
     };
     let mut i = 0;
     while i < args.len() {
@@ -501,7 +512,8 @@ fn parse_plan(args: &[String]) -> Plan {
             .collect();
     }
     if plan.intervals.is_empty() {
-        plan.intervals = vec![Duration::from_millis(500)];
+        plan.intervals = vec![Duration::from_millis(500), Duration::from_secs(1)];
+        plan.secondary_modes_only = !plan.explicit_modes;
     }
     plan
 }
@@ -548,12 +560,12 @@ fn chitchat_config(
         failure_detector_config: FailureDetectorConfig {
             phi_threshold: 8.0,
             initial_interval: interval,
-            // chitchat's default window (1 000) preallocates 8 KB per observed peer: 8 GB for
-            // 1 000 nodes observing each other in one process. 100 recent intervals is plenty
-            // for phi at a fixed gossip interval.
+            // The agent uses 1 000, which preallocates 8 KB per observed peer: 8 GB for 1 000
+            // nodes observing each other in one process. 100 recent intervals is plenty for
+            // phi at a fixed gossip interval.
             sampling_window_size: SAMPLING_WINDOW,
-            // chitchat's default, stretched like every other duration (see `Sim`).
-            max_interval: sim.real(Duration::from_secs(10)),
+            // As the agent sets it (`gossip/mod.rs`).
+            max_interval: interval * 4,
             ..Default::default()
         },
         marked_for_deletion_grace_period: Duration::from_secs(3600),
@@ -1550,9 +1562,15 @@ fn cores() -> usize {
 async fn run_plan(plan: Plan) -> Vec<Run> {
     let start = Instant::now();
     let mut runs = Vec::new();
-    for &interval in &plan.intervals {
+    for (k, &interval) in plan.intervals.iter().enumerate() {
         for &n in &plan.sizes {
             for mode in &plan.modes {
+                if k > 0
+                    && plan.secondary_modes_only
+                    && !SECONDARY_MODES.contains(&mode.name.as_str())
+                {
+                    continue;
+                }
                 let auto = auto_dilation(n, mode, interval);
                 let sim = Sim {
                     interval,
