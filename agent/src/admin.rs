@@ -3,7 +3,7 @@
 //! | path         | answer                                                           |
 //! |--------------|------------------------------------------------------------------|
 //! | `/healthz`   | 200 while the process serves requests                            |
-//! | `/readyz`    | 200 once the QUIC endpoint is bound and the certificate loaded   |
+//! | `/readyz`    | 200 once the endpoint is bound and every hosted service is healthy |
 //! | `/metrics`   | Prometheus text                                                  |
 //! | `/v1/status` | JSON: identity, addresses, certificate, peers, services          |
 
@@ -25,7 +25,9 @@ const HEADER_READ_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(
 
 /// What the admin endpoint needs from the running agent.
 pub trait AdminView: Send + Sync + 'static {
-    fn ready(&self) -> bool;
+    /// `Ok` when the agent serves and every hosted service passes its health check; otherwise
+    /// why not.
+    fn readiness(&self) -> Result<(), String>;
     fn metrics(&self) -> String;
     fn status(&self) -> serde_json::Value;
     /// Every member of the mesh this agent knows, with its state and summary.
@@ -34,6 +36,9 @@ pub trait AdminView: Send + Sync + 'static {
     fn services(&self) -> serde_json::Value;
     /// The mesh's dependency map: caller-to-callee edges with rates.
     fn graph(&self) -> serde_json::Value;
+    /// Per upstream: endpoints with EWMA latency, in-flight, weight and ejection state, and
+    /// the retry budget; per hosted service: the adaptive concurrency limit.
+    fn routes(&self) -> serde_json::Value;
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -94,17 +99,24 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
     }
     match req.uri().path() {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if view.ready() => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "not ready\n"),
+        "/readyz" => match view.readiness() {
+            Ok(()) => text(StatusCode::OK, "ready\n"),
+            Err(why) => with_type(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "text/plain",
+                format!("not ready: {why}\n"),
+            ),
+        },
         "/metrics" => with_type(StatusCode::OK, "text/plain; version=0.0.4", view.metrics()),
         "/v1/status" => json(view.status()),
         "/v1/peers" => json(view.peers()),
         "/v1/services" => json(view.services()),
         "/v1/graph" => json(view.graph()),
+        "/v1/routes" => json(view.routes()),
         _ => text(
             StatusCode::NOT_FOUND,
-            "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services \
-             or /v1/graph\n",
+            "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services, \
+             /v1/routes or /v1/graph\n",
         ),
     }
 }

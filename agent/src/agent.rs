@@ -88,11 +88,54 @@ struct AgentState {
     services: Vec<LocalService>,
     upstreams: Vec<(Upstream, SocketAddr)>,
     view: watch::Receiver<Arc<MeshView>>,
+    load: LoadBook,
+    routes: Vec<Arc<crate::proxy::route::Route>>,
+}
+
+impl AgentState {
+    fn ready(&self) -> bool {
+        self.ready.load(Ordering::Acquire)
+    }
 }
 
 impl AdminView for AgentState {
-    fn ready(&self) -> bool {
-        self.ready.load(Ordering::Acquire)
+    fn readiness(&self) -> Result<(), String> {
+        if !self.ready() {
+            return Err("starting".into());
+        }
+        let unready: Vec<String> = self
+            .load
+            .hosted(std::time::Instant::now())
+            .into_iter()
+            .filter(|s| !s.ready)
+            .map(|s| s.service.to_string())
+            .collect();
+        if unready.is_empty() {
+            Ok(())
+        } else {
+            Err(format!("failing health checks: {}", unready.join(", ")))
+        }
+    }
+
+    fn routes(&self) -> serde_json::Value {
+        let upstreams: Vec<_> = self.routes.iter().map(|r| r.reading()).collect();
+        let services: Vec<serde_json::Value> = self
+            .services
+            .iter()
+            .map(|s| {
+                let limit = self.load.limit(&s.name);
+                json!({
+                    "service": s.name,
+                    "protocol": s.protocol,
+                    "capacity": s.capacity,
+                    "concurrency_limit": limit.map(|l| l.limit),
+                    "in_flight": limit.map(|l| l.in_flight),
+                    "shed_total": limit.map(|l| l.shed),
+                    "baseline_ms": limit.and_then(|l| l.baseline).map(|b| b.as_secs_f64() * 1e3),
+                })
+            })
+            .collect();
+        json!({ "upstreams": upstreams, "services": services })
     }
 
     fn metrics(&self) -> String {
@@ -208,7 +251,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         config.advertise
     };
     let pool = Arc::new(PeerPool::new(endpoint.clone(), telemetry.clone()));
-    let load = LoadBook::new(config.services.iter().map(|s| (s.name.clone(), s.capacity)));
+    let load = LoadBook::new(
+        config
+            .services
+            .iter()
+            .map(|s| (s.name.clone(), s.capacity, s.limit)),
+    );
     let gossip = Gossip::start(GossipSetup {
         node_id: config.node_id.clone(),
         advertise,
@@ -228,6 +276,19 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })
     .await
     .map_err(|e| StartError::Gossip(format!("{e:#}")))?;
+    let proxies: Vec<(Arc<UpstreamProxy>, TcpListener, SocketAddr)> = upstream_listeners
+        .into_iter()
+        .map(|(upstream, listener, bound)| {
+            let proxy = UpstreamProxy::new(
+                upstream,
+                pool.clone(),
+                telemetry.clone(),
+                gossip.view(),
+                load.clone(),
+            );
+            (Arc::new(proxy), listener, bound)
+        })
+        .collect();
     let state = Arc::new(AgentState {
         node_id: config.node_id.clone(),
         spiffe_id: config.credentials.spiffe_id.to_string(),
@@ -244,11 +305,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         advertise,
         admin_addr,
         services: config.services.clone(),
-        upstreams: upstream_listeners
+        upstreams: proxies
             .iter()
-            .map(|(u, _, bound)| (u.clone(), *bound))
+            .map(|(p, _, bound)| (p.route().upstream().clone(), *bound))
             .collect(),
         view: gossip.view(),
+        load: load.clone(),
+        routes: proxies.iter().map(|(p, _, _)| p.route().clone()).collect(),
     });
 
     let (shutdown, shutdown_rx) = watch::channel(false);
@@ -271,15 +334,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         telemetry.clone(),
     ));
     let mut upstream_addrs = Vec::new();
-    for (upstream, listener, bound) in upstream_listeners {
-        upstream_addrs.push((upstream.service.clone(), bound));
-        let proxy = Arc::new(UpstreamProxy::new(
-            upstream,
-            pool.clone(),
-            telemetry.clone(),
-            gossip.view(),
-            load.clone(),
-        ));
+    for (proxy, listener, bound) in proxies {
+        upstream_addrs.push((proxy.route().service().clone(), bound));
         tasks.spawn(proxy.serve(listener, shutdown_rx.clone()));
     }
     tasks.spawn(admin::serve(admin_listener, state.clone(), shutdown_rx));

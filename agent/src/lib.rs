@@ -16,6 +16,7 @@ pub mod demo;
 pub mod gossip;
 pub mod health;
 pub mod pki;
+pub mod policy;
 pub mod proxy;
 pub mod telemetry;
 pub mod transport;

@@ -164,8 +164,14 @@ pub struct ServiceSummary {
     pub p99_us: u32,
     /// Requests in progress now.
     pub in_flight: u32,
-    /// How many requests the serving agent admits at once.
+    /// How many requests the serving agent admits at once at most (configured).
     pub capacity: u32,
+    /// How traffic to it is carried.
+    pub protocol: crate::stream::AppProtocol,
+    /// The adaptive concurrency limit now (at most `capacity`).
+    pub concurrency_limit: u32,
+    /// Requests shed per second over the recent window (over the limit or the capacity).
+    pub shed_per_sec: f32,
 }
 
 impl NodeSummary {

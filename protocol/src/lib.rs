@@ -21,4 +21,4 @@ pub use gossip::{
     ServiceSummary,
 };
 pub use identity::{IdentityError, NodeId, ServiceName, SpiffeId, TrustDomain};
-pub use stream::{OpenReply, Refusal, StreamHeader};
+pub use stream::{AppProtocol, OpenReply, Refusal, StreamHeader};

@@ -3,8 +3,10 @@
 //! A caller's agent opens one bidirectional QUIC stream per proxied connection and sends a
 //! [`StreamHeader`] naming the target service. The caller's identity is *not* in the header: the
 //! serving agent takes it from the verified TLS session, so no peer can claim to be another.
-//! The server answers with an [`OpenReply`] before any service bytes flow back, so a caller
-//! learns why a stream was refused and can try another endpoint.
+//! For a TCP stream the server answers with an [`OpenReply`] before any service bytes flow
+//! back, so a caller learns why a stream was refused and can try another endpoint. An HTTP
+//! stream carries one HTTP/1.1 exchange right after the header, with no `OpenReply`: refusals are
+//! HTTP answers marked with a `plexus-*` header, which saves the round trip per request.
 
 use serde::{Deserialize, Serialize};
 
@@ -20,6 +22,26 @@ pub struct StreamHeader {
     /// keeps its own work (connecting to the local service) inside this budget, so its answer,
     /// with the true reason, arrives before the caller gives up.
     pub open_budget_ms: u32,
+    /// What follows the header on this stream.
+    pub protocol: AppProtocol,
+}
+
+/// How an application's traffic is carried between agents.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub enum AppProtocol {
+    /// A byte pipe: `OpenReply`, then the connection's bytes both ways.
+    Tcp,
+    /// One HTTP/1.1 request and its response (upgrades continue as a byte pipe).
+    Http,
+}
+
+impl AppProtocol {
+    pub fn as_label(self) -> &'static str {
+        match self {
+            Self::Tcp => "tcp",
+            Self::Http => "http",
+        }
+    }
 }
 
 impl FrameMessage for StreamHeader {

@@ -3,6 +3,8 @@
 //! 127.0.0.1 only.
 #![forbid(unsafe_code)]
 
+pub mod http;
+
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

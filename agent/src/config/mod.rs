@@ -62,9 +62,19 @@ pub struct TransportSettings {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Protocol {
+    /// A byte pipe per connection.
     Tcp,
-    /// Carried as a byte stream for now; HTTP-aware handling comes with the data-plane issue.
+    /// HTTP/1.1 or HTTP/2 from the app, carried request by request (balanced, retried, shed).
     Http,
+}
+
+impl Protocol {
+    pub fn wire(self) -> plexus_protocol::AppProtocol {
+        match self {
+            Self::Tcp => plexus_protocol::AppProtocol::Tcp,
+            Self::Http => plexus_protocol::AppProtocol::Http,
+        }
+    }
 }
 
 /// A `[[service]]`: a service this node hosts.
@@ -78,13 +88,46 @@ pub struct LocalService {
     pub capacity: u32,
     /// The readiness probe; without one the service counts as ready.
     pub health: Option<HealthCheck>,
+    /// The adaptive concurrency limit in front of it (HTTP services; on by default).
+    #[serde(skip)]
+    pub limit: Option<crate::policy::limit::LimitConfig>,
 }
 
-/// `health = { tcp = true, interval = "1s" }`: probe the service with TCP connects.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+/// `health = { tcp = true }` or `health = { http = "/healthz" }`, with an `interval`.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
 pub struct HealthCheck {
+    pub probe: HealthProbe,
     #[serde(with = "humantime_secs")]
     pub interval: Duration,
+}
+
+/// How a local service is probed.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HealthProbe {
+    /// A TCP connect succeeds.
+    Tcp,
+    /// `GET path` answers 2xx or 3xx.
+    Http { path: String },
+}
+
+/// How an HTTP upstream treats each request: timeouts, retries, hedging.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct RequestPolicy {
+    /// The whole request, retries included.
+    #[serde(with = "humantime_secs")]
+    pub request_timeout: Duration,
+    /// One attempt, until the response headers arrive.
+    #[serde(with = "humantime_secs")]
+    pub try_timeout: Duration,
+    /// Retries per request at most (after the first attempt).
+    pub retries: u32,
+    /// Retry methods that are not idempotent too (POST, PATCH).
+    pub retry_non_idempotent: bool,
+    #[serde(skip)]
+    pub retry_budget: crate::policy::retry::RetryBudgetConfig,
+    /// Send a second attempt to another endpoint after the observed p95 (idempotent only).
+    pub hedge: bool,
 }
 
 /// An `[[upstream]]`: a service this node's apps call through a local listener.
@@ -101,6 +144,11 @@ pub struct Upstream {
     /// next endpoint is tried.
     #[serde(with = "humantime_secs")]
     pub timeout: Duration,
+    /// `None`: what gossip says the service speaks (TCP when unknown).
+    pub protocol: Option<Protocol>,
+    pub requests: RequestPolicy,
+    #[serde(skip)]
+    pub outlier: crate::policy::outlier::OutlierConfig,
 }
 
 mod humantime_secs {

@@ -58,13 +58,32 @@ pub struct RawService {
     pub version: Option<String>,
     pub capacity: Option<u32>,
     pub health: Option<RawHealth>,
+    pub adaptive_limit: Option<bool>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawHealth {
     pub tcp: Option<bool>,
+    pub http: Option<String>,
     pub interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawRetryBudget {
+    pub ratio: Option<f64>,
+    pub min_per_second: Option<u32>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawOutlier {
+    pub consecutive_failures: Option<u32>,
+    pub interval: Option<String>,
+    pub base_ejection: Option<String>,
+    pub max_ejection: Option<String>,
+    pub max_ejected_percent: Option<u32>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -76,4 +95,12 @@ pub struct RawUpstream {
     pub endpoints: Vec<String>,
     pub timeout: Option<String>,
     pub caller: Option<String>,
+    pub protocol: Option<String>,
+    pub request_timeout: Option<String>,
+    pub try_timeout: Option<String>,
+    pub retries: Option<u32>,
+    pub retry_non_idempotent: Option<bool>,
+    pub retry_budget: Option<RawRetryBudget>,
+    pub hedge: Option<bool>,
+    pub outlier: Option<RawOutlier>,
 }

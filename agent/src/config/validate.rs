@@ -4,24 +4,19 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use plexus_protocol::{NodeId, ServiceName};
+use plexus_protocol::NodeId;
 
-use super::raw::{RawConfig, RawService, RawUpstream};
-use super::{
-    AgentConfig, ConfigError, ConfigErrors, LocalService, Protocol, TlsFiles, TransportSettings,
-    Upstream,
-};
+use super::raw::RawConfig;
+use super::{AgentConfig, ConfigError, ConfigErrors, TlsFiles, TransportSettings};
 use crate::pki::{NodeCredentials, TrustBundle};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
 const DEFAULT_DATA_DIR: &str = "/var/lib/plexus";
-const DEFAULT_UPSTREAM_TIMEOUT: Duration = Duration::from_secs(2);
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(2);
 /// Longest timeout or interval any key accepts.
 const MAX_DURATION: Duration = Duration::from_secs(24 * 3600);
-const DEFAULT_CAPACITY: u32 = 1024;
 
 /// Parses TOML, naming the key path of a type error or unknown key.
 pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
@@ -349,119 +344,8 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     }
 }
 
-/// The calling service of upstreams that do not name one: the node's only hosted service, or
-/// `node/ID` when it hosts none or several.
-fn default_caller(services: &[LocalService], node_id: &NodeId) -> String {
-    match services {
-        [only] => only.name.to_string(),
-        _ => format!("node/{node_id}"),
-    }
-}
-
-fn services(c: &mut Checker<'_>, raw: &[RawService]) -> Vec<LocalService> {
-    let mut out: Vec<LocalService> = Vec::new();
-    for (i, s) in raw.iter().enumerate() {
-        let key = |field: &str| format!("service[{i}].{field}");
-        let name = c.check(&key("name"), ServiceName::new(s.name.as_str()));
-        if let Some(name) = &name {
-            if out.iter().any(|o| &o.name == name) {
-                c.error(key("name"), format!("service {name:?} is declared twice"));
-            }
-        }
-        let address = c.address(&key("address"), &s.address);
-        let protocol = match s.protocol.as_deref() {
-            None | Some("tcp") => Some(Protocol::Tcp),
-            Some("http") => Some(Protocol::Http),
-            Some(other) => {
-                c.error(
-                    key("protocol"),
-                    format!("unknown protocol {other:?}; use \"tcp\" or \"http\""),
-                );
-                None
-            }
-        };
-        let capacity = match s.capacity {
-            Some(0) => {
-                c.error(key("capacity"), "must be at least 1");
-                None
-            }
-            Some(n) => Some(n),
-            None => Some(DEFAULT_CAPACITY),
-        };
-        if let Some(version) = &s.version {
-            if version.len() > plexus_protocol::gossip::MAX_LABEL_LEN {
-                c.error(key("version"), "longer than 64 bytes");
-            }
-        }
-        let health = match &s.health {
-            None => None,
-            Some(h) if h.tcp != Some(true) => {
-                c.error(
-                    key("health"),
-                    "only TCP probes exist for now: write health = { tcp = true }",
-                );
-                None
-            }
-            Some(h) => Some(super::HealthCheck {
-                interval: c.duration(
-                    &key("health.interval"),
-                    h.interval.as_deref(),
-                    Duration::from_secs(1),
-                ),
-            }),
-        };
-        if let (Some(name), Some(address), Some(protocol), Some(capacity)) =
-            (name, address, protocol, capacity)
-        {
-            out.push(LocalService {
-                name,
-                address,
-                protocol,
-                version: s.version.clone(),
-                capacity,
-                health,
-            });
-        }
-    }
-    out
-}
-
-/// Upstreams; a caller left out is empty here and filled in by [`default_caller`].
-fn upstreams(c: &mut Checker<'_>, raw: &[RawUpstream]) -> Vec<Upstream> {
-    let mut out = Vec::new();
-    for (i, u) in raw.iter().enumerate() {
-        let key = |field: &str| format!("upstream[{i}].{field}");
-        let service = c.check(&key("service"), ServiceName::new(u.service.as_str()));
-        let listen = c.address(&key("listen"), &u.listen);
-        let endpoints: Vec<SocketAddr> = u
-            .endpoints
-            .iter()
-            .enumerate()
-            .filter_map(|(j, e)| c.address(&format!("upstream[{i}].endpoints[{j}]"), e))
-            .collect();
-        let timeout = c.duration(
-            &key("timeout"),
-            u.timeout.as_deref(),
-            DEFAULT_UPSTREAM_TIMEOUT,
-        );
-        let caller = match &u.caller {
-            Some(caller) => c
-                .check(&key("caller"), ServiceName::new(caller.as_str()))
-                .map(|name| name.to_string()),
-            None => Some(String::new()),
-        };
-        if let (Some(service), Some(listen), Some(caller)) = (service, listen, caller) {
-            out.push(Upstream {
-                service,
-                listen,
-                endpoints,
-                caller,
-                timeout,
-            });
-        }
-    }
-    out
-}
+mod workloads;
+use workloads::{default_caller, services, upstreams};
 
 #[cfg(test)]
 mod tests;

@@ -52,6 +52,9 @@ pub fn build_summary(
                 p99_us: micros(window.p99),
                 in_flight: reading.map_or(0, |r| r.in_flight),
                 capacity: reading.map_or(service.capacity, |r| r.capacity),
+                protocol: service.protocol.wire(),
+                concurrency_limit: reading.map_or(service.capacity, |r| r.concurrency_limit),
+                shed_per_sec: reading.map_or(0.0, |r| r.shed_per_sec),
             }
         })
         .collect();
@@ -129,6 +132,13 @@ pub fn summary_changed(old: &NodeSummary, new: &NodeSummary) -> bool {
             || a.version != b.version
             || a.ready != b.ready
             || a.capacity != b.capacity
+            || a.protocol != b.protocol
+            || moved(a.shed_per_sec, b.shed_per_sec, RATE_FLOOR)
+            || moved(
+                a.concurrency_limit as f32,
+                b.concurrency_limit as f32,
+                (b.capacity as f32 / 10.0).max(2.0),
+            )
             || moved(a.requests_per_sec, b.requests_per_sec, RATE_FLOOR)
             || moved(a.errors_per_sec, b.errors_per_sec, RATE_FLOOR)
             || moved(a.p50_us as f32, b.p50_us as f32, LATENCY_FLOOR_US as f32)

@@ -91,6 +91,9 @@ pub struct ServiceEndpoint {
     pub p99_us: u32,
     pub in_flight: u32,
     pub capacity: u32,
+    pub protocol: plexus_protocol::AppProtocol,
+    pub concurrency_limit: u32,
+    pub shed_per_sec: f32,
 }
 
 /// One caller-to-callee edge of the whole mesh, summed over the callers' agents.
@@ -119,6 +122,17 @@ impl MeshView {
             .filter(|e| e.routable)
             .map(|e| e.address)
             .collect()
+    }
+
+    /// How `service` is carried, as its serving agents say (`None` when nobody serves it).
+    pub fn protocol(&self, service: &ServiceName) -> Option<plexus_protocol::AppProtocol> {
+        self.members
+            .iter()
+            .filter(|m| m.state.routable())
+            .filter_map(|m| m.summary.as_ref())
+            .flat_map(|s| &s.services)
+            .find(|s| &s.name == service)
+            .map(|s| s.protocol)
     }
 
     /// Every member that says it hosts `service`, routable or not.
@@ -150,6 +164,9 @@ impl MeshView {
                         p99_us: service.p99_us,
                         in_flight: service.in_flight,
                         capacity: service.capacity,
+                        protocol: service.protocol,
+                        concurrency_limit: service.concurrency_limit,
+                        shed_per_sec: service.shed_per_sec,
                     });
             }
         }

@@ -7,8 +7,9 @@ use plexus_protocol::{NodeId, OpenReply, Refusal, ServiceName, StreamHeader};
 use quinn::{RecvStream, SendStream};
 use tokio::net::TcpStream;
 
+use super::http::serve::LocalHttp;
 use super::splice::{splice, SpliceCounters, RESET_CODE};
-use crate::config::LocalService;
+use crate::config::{LocalService, Protocol};
 use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message};
 
@@ -35,6 +36,7 @@ pub struct InboundProxy {
     services: HashMap<ServiceName, Hosted>,
     telemetry: Telemetry,
     load: LoadBook,
+    http: LocalHttp,
 }
 
 impl InboundProxy {
@@ -54,6 +56,7 @@ impl InboundProxy {
             .collect();
         Self {
             services,
+            http: LocalHttp::new(load.clone(), telemetry.clone()),
             telemetry,
             load,
         }
@@ -114,6 +117,16 @@ impl InboundProxy {
                 }
             };
         let service = header.service;
+        if header.protocol == plexus_protocol::AppProtocol::Http {
+            // HTTP streams go to HTTP services; anything else is answered as unknown.
+            let target = self
+                .services
+                .get(&service)
+                .filter(|h| h.service.protocol == Protocol::Http)
+                .map(|h| (service.clone(), h.service.address));
+            self.http.serve_stream(peer, target, send, recv).await;
+            return;
+        }
         let connect_timeout = local_connect_timeout(header.open_budget_ms);
         let Some(hosted) = self.services.get(&service) else {
             tracing::warn!(%peer, %service, "stream for a service this agent does not host");

@@ -1,17 +1,20 @@
-//! `[[upstream]]` listeners: an app connects locally, the agent carries it to a serving agent.
+//! `[[upstream]]` listeners: an app connects locally, the agent carries it to a serving agent,
+//! as HTTP request by request ([`super::http`]) or as a byte pipe.
 
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
-use plexus_protocol::{OpenReply, StreamHeader};
+use plexus_protocol::{AppProtocol, OpenReply, StreamHeader};
 use quinn::{RecvStream, SendStream};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
+use super::http::caller::HttpCaller;
+use super::route::Route;
 use super::splice::{abort, splice, SpliceCounters, RESET_CODE};
 use crate::config::Upstream;
 use crate::gossip::MeshView;
+use crate::policy::Outcome;
 use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message, DialError, PeerPool};
 
@@ -42,17 +45,17 @@ impl OpenFailure {
 /// The proxy behind one `[[upstream]]` listener.
 pub struct UpstreamProxy {
     upstream: Upstream,
+    route: Arc<Route>,
+    http: Arc<HttpCaller>,
     pool: Arc<PeerPool>,
     telemetry: Telemetry,
-    next_endpoint: AtomicUsize,
     counters: SpliceCounters,
-    view: watch::Receiver<Arc<MeshView>>,
     load: LoadBook,
 }
 
 impl UpstreamProxy {
     /// `view` is the gossiped mesh, the source of endpoints unless the upstream lists static
-    /// ones; `load` records the caller-to-callee edge of every connection carried.
+    /// ones; `load` records the caller-to-callee edge of every connection or request carried.
     pub fn new(
         upstream: Upstream,
         pool: Arc<PeerPool>,
@@ -61,25 +64,27 @@ impl UpstreamProxy {
         load: LoadBook,
     ) -> Self {
         let counters = SpliceCounters::new(&telemetry, upstream.service.as_str(), "outbound");
+        let route = Arc::new(Route::new(upstream.clone(), telemetry.clone(), view));
+        let http = Arc::new(HttpCaller::new(
+            route.clone(),
+            pool.clone(),
+            telemetry.clone(),
+            load.clone(),
+        ));
         Self {
             upstream,
+            route,
+            http,
             pool,
             telemetry,
-            next_endpoint: AtomicUsize::new(0),
             counters,
-            view,
             load,
         }
     }
 
-    /// The endpoints to try now: the static override, or the agents gossip says serve the
-    /// service (live, not leaving, service ready), sorted by node ID.
-    pub fn endpoints(&self) -> Vec<SocketAddr> {
-        if self.upstream.endpoints.is_empty() {
-            self.view.borrow().endpoints(&self.upstream.service)
-        } else {
-            self.upstream.endpoints.clone()
-        }
+    /// The upstream's routing state (endpoints, ejections, retry budget).
+    pub fn route(&self) -> &Arc<Route> {
+        &self.route
     }
 
     fn edge(&self, started: std::time::Instant, ok: bool) {
@@ -91,7 +96,8 @@ impl UpstreamProxy {
         );
     }
 
-    /// Accepts app connections until `shutdown` turns true.
+    /// Accepts app connections until `shutdown` turns true. Each is carried as HTTP or as a
+    /// byte pipe, as [`Route::protocol`] says when it arrives.
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
@@ -105,7 +111,14 @@ impl UpstreamProxy {
                 accepted = listener.accept() => match accepted {
                     Ok((client, from)) => {
                         let _ = client.set_nodelay(true);
-                        connections.spawn(self.clone().carry(client, from));
+                        match self.route.protocol() {
+                            AppProtocol::Http => {
+                                connections.spawn(self.http.clone().serve_connection(client, from));
+                            }
+                            AppProtocol::Tcp => {
+                                connections.spawn(self.clone().carry(client, from));
+                            }
+                        }
                     }
                     Err(e) => {
                         tracing::warn!(service = %self.upstream.service, error = %e, "accept failed");
@@ -130,16 +143,18 @@ impl UpstreamProxy {
             .increment(1);
     }
 
-    /// Carries one app connection: try endpoints in round-robin order until one accepts.
+    /// Carries one app connection as a byte pipe: endpoints are chosen by the balancer (P2C
+    /// over latency to open a stream × open connections), each tried once, until one accepts.
     async fn carry(self: Arc<Self>, client: TcpStream, from: SocketAddr) {
         let service = &self.upstream.service;
         let started = std::time::Instant::now();
-        let endpoints = &self.endpoints();
-        let start = self.next_endpoint.fetch_add(1, Ordering::Relaxed);
-        for k in 0..endpoints.len() {
-            let addr = endpoints[(start + k) % endpoints.len()];
+        let mut tried = Vec::new();
+        while let Some(addr) = self.route.pick(&tried) {
+            tried.push(addr);
+            let opening = std::time::Instant::now();
             match self.open(addr).await {
                 Ok((send, recv, peer)) => {
+                    let opened = opening.elapsed();
                     let _open = OpenGuard::new(
                         self.telemetry
                             .gauge(names::STREAMS_OPEN, &[("direction", "outbound")]),
@@ -147,6 +162,12 @@ impl UpstreamProxy {
                     tracing::debug!(%service, %from, %peer, "stream open");
                     let result = splice(client, send, recv, &self.counters).await;
                     self.edge(started, result.is_ok());
+                    let outcome = if result.is_ok() {
+                        Outcome::Success
+                    } else {
+                        Outcome::Failure
+                    };
+                    self.route.finish(addr, opened, outcome);
                     match result {
                         Ok(()) => self.outcome("completed"),
                         Err(error) => {
@@ -157,6 +178,14 @@ impl UpstreamProxy {
                     return;
                 }
                 Err(failure) => {
+                    let outcome = match failure {
+                        OpenFailure::Refused(plexus_protocol::Refusal::Overloaded) => {
+                            Outcome::Overloaded
+                        }
+                        OpenFailure::Timeout(_) => Outcome::Timeout,
+                        _ => Outcome::ConnectFailure,
+                    };
+                    self.route.finish(addr, opening.elapsed(), outcome);
                     self.telemetry
                         .counter(
                             names::STREAMS_REFUSED,
@@ -190,6 +219,7 @@ impl UpstreamProxy {
         let header = StreamHeader {
             service: self.upstream.service.clone(),
             open_budget_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            protocol: AppProtocol::Tcp,
         };
         let answered = tokio::time::timeout(timeout, async {
             write_message(&mut send, &header)

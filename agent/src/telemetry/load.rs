@@ -3,13 +3,14 @@
 //! readings of it; the proxies write it.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use plexus_protocol::ServiceName;
 
 use super::window::{RequestWindow, WindowReading};
+use crate::policy::limit::{ConcurrencyLimit, LimitConfig, Permit};
 
 /// How long one bucket of a load window lasts; readings cover one to two of them.
 pub const LOAD_WINDOW: Duration = Duration::from_secs(10);
@@ -20,6 +21,11 @@ struct HostedLoad {
     in_flight: AtomicU32,
     capacity: u32,
     ready: AtomicBool,
+    /// The adaptive limit (HTTP services), under `capacity`.
+    limit: Option<Mutex<ConcurrencyLimit>>,
+    shed: AtomicU64,
+    /// `(when, shed total then, rate)` of the last rate reading.
+    shed_mark: Mutex<(Instant, u64, f32)>,
 }
 
 /// Load counters shared by the proxies (writers) and the gossip publisher (reader).
@@ -37,6 +43,10 @@ pub struct HostedReading {
     pub in_flight: u32,
     pub capacity: u32,
     pub ready: bool,
+    /// The adaptive concurrency limit now (`capacity` when the service has none).
+    pub concurrency_limit: u32,
+    pub shed_total: u64,
+    pub shed_per_sec: f32,
 }
 
 /// One dependency edge's traffic, read.
@@ -55,6 +65,7 @@ pub struct Admitted {
     started: Instant,
     latency: Option<Duration>,
     ok: bool,
+    permit: Option<Permit>,
 }
 
 impl Admitted {
@@ -76,18 +87,31 @@ impl Drop for Admitted {
             if let Ok(mut window) = load.window.lock() {
                 window.record(Instant::now(), latency, self.ok);
             }
+            if let (Some(limit), Some(permit)) = (&load.limit, self.permit.take()) {
+                if let Ok(mut limit) = limit.lock() {
+                    limit.release(permit, tokio::time::Instant::now(), latency, self.ok);
+                }
+            }
             load.in_flight.fetch_sub(1, Ordering::AcqRel);
         }
     }
 }
 
 impl LoadBook {
-    /// A book for the hosted services `(name, capacity)`; all start not ready until probed.
-    pub fn new(hosted: impl IntoIterator<Item = (ServiceName, u32)>) -> Self {
+    /// A book for the hosted services `(name, capacity, adaptive limit)`; all start not ready
+    /// until probed. The limit's `max` is capped at the capacity.
+    pub fn new(hosted: impl IntoIterator<Item = (ServiceName, u32, Option<LimitConfig>)>) -> Self {
         let now = Instant::now();
         let hosted = hosted
             .into_iter()
-            .map(|(name, capacity)| {
+            .map(|(name, capacity, limit)| {
+                let limit = limit.map(|config| {
+                    let config = LimitConfig {
+                        max: config.max.min(capacity),
+                        ..config
+                    };
+                    Mutex::new(ConcurrencyLimit::new(config, tokio::time::Instant::now()))
+                });
                 (
                     name,
                     HostedLoad {
@@ -95,6 +119,9 @@ impl LoadBook {
                         in_flight: AtomicU32::new(0),
                         capacity,
                         ready: AtomicBool::new(false),
+                        limit,
+                        shed: AtomicU64::new(0),
+                        shed_mark: Mutex::new((now, 0, 0.0)),
                     },
                 )
             })
@@ -105,22 +132,49 @@ impl LoadBook {
         }
     }
 
-    /// Admits a request to `service` unless it already has `capacity` in flight.
+    /// Admits a request to `service` unless it already has `capacity` in flight or its
+    /// adaptive limit is reached; a refusal is counted as shed.
     pub fn admit(&self, service: &ServiceName) -> Option<Admitted> {
         let load = self.hosted.get(service)?;
+        let permit = match &load.limit {
+            None => None,
+            Some(limit) => match limit.lock().ok().and_then(|mut l| l.try_acquire()) {
+                Some(permit) => Some(permit),
+                None => {
+                    load.shed.fetch_add(1, Ordering::Relaxed);
+                    return None;
+                }
+            },
+        };
         let admitted = load
             .in_flight
             .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
                 (n < load.capacity).then_some(n + 1)
             })
             .is_ok();
-        admitted.then(|| Admitted {
+        if !admitted {
+            load.shed.fetch_add(1, Ordering::Relaxed);
+            if let (Some(limit), Some(permit)) = (&load.limit, permit) {
+                if let Ok(mut limit) = limit.lock() {
+                    limit.release(permit, tokio::time::Instant::now(), Duration::ZERO, false);
+                }
+            }
+            return None;
+        }
+        Some(Admitted {
             book: self.clone(),
             service: service.clone(),
             started: Instant::now(),
             latency: None,
             ok: true,
+            permit,
         })
+    }
+
+    /// The adaptive limit of `service`, read (`None` for services without one).
+    pub fn limit(&self, service: &ServiceName) -> Option<crate::policy::limit::LimitReading> {
+        let load = self.hosted.get(service)?;
+        load.limit.as_ref()?.lock().ok().map(|l| l.reading())
     }
 
     /// Records a request that was refused before it was admitted (counts as an error).
@@ -165,6 +219,13 @@ impl LoadBook {
                 in_flight: load.in_flight.load(Ordering::Acquire),
                 capacity: load.capacity,
                 ready: load.ready.load(Ordering::Acquire),
+                concurrency_limit: load
+                    .limit
+                    .as_ref()
+                    .and_then(|l| l.lock().ok().map(|l| l.limit()))
+                    .unwrap_or(load.capacity),
+                shed_total: load.shed.load(Ordering::Relaxed),
+                shed_per_sec: shed_rate(load, now),
             })
             .collect();
         out.sort_by(|a, b| a.service.cmp(&b.service));
@@ -197,6 +258,21 @@ impl LoadBook {
     }
 }
 
+/// Shed requests per second since the previous reading (at least a second apart; in between,
+/// the previous rate stands).
+fn shed_rate(load: &HostedLoad, now: Instant) -> f32 {
+    let total = load.shed.load(Ordering::Relaxed);
+    let Ok(mut mark) = load.shed_mark.lock() else {
+        return 0.0;
+    };
+    let elapsed = now.saturating_duration_since(mark.0);
+    if elapsed >= Duration::from_secs(1) {
+        let rate = total.saturating_sub(mark.1) as f64 / elapsed.as_secs_f64();
+        *mark = (now, total, rate as f32);
+    }
+    mark.2
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -207,7 +283,7 @@ mod tests {
 
     #[test]
     fn capacity_bounds_admission_and_drops_release_it() {
-        let book = LoadBook::new([(name("api"), 2)]);
+        let book = LoadBook::new([(name("api"), 2, None)]);
         let a = book.admit(&name("api")).unwrap();
         let mut b = book.admit(&name("api")).unwrap();
         assert!(book.admit(&name("api")).is_none());
@@ -223,7 +299,7 @@ mod tests {
 
     #[test]
     fn readiness_changes_are_reported_once() {
-        let book = LoadBook::new([(name("api"), 2)]);
+        let book = LoadBook::new([(name("api"), 2, None)]);
         assert!(!book.hosted(Instant::now())[0].ready);
         assert!(book.set_ready(&name("api"), true));
         assert!(!book.set_ready(&name("api"), true));

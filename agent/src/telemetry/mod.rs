@@ -33,6 +33,17 @@ pub mod names {
     pub const GOSSIP_SUMMARY_BYTES: &str = "plexus_gossip_summary_bytes";
     pub const GOSSIP_TRANSITIONS: &str = "plexus_gossip_member_transitions_total";
     pub const SERVICE_READY: &str = "plexus_service_ready";
+    pub const REQUESTS: &str = "plexus_requests_total";
+    pub const REQUEST_DURATION: &str = "plexus_request_duration_seconds";
+    pub const ATTEMPTS: &str = "plexus_request_attempts_total";
+    pub const RESPONSE_BYTES: &str = "plexus_response_bytes_total";
+    pub const RETRIES: &str = "plexus_retries_total";
+    pub const RETRY_BUDGET_EXHAUSTED: &str = "plexus_retry_budget_exhausted_total";
+    pub const HEDGES: &str = "plexus_hedges_total";
+    pub const EJECTIONS: &str = "plexus_ejections_total";
+    pub const ENDPOINT_EJECTED: &str = "plexus_endpoint_ejected";
+    pub const CONCURRENCY_LIMIT: &str = "plexus_concurrency_limit";
+    pub const SHED: &str = "plexus_shed_total";
 }
 
 /// An agent's metric registry and its Prometheus renderer.
@@ -42,11 +53,20 @@ pub struct Telemetry {
     handle: PrometheusHandle,
 }
 
+/// Histogram buckets (seconds) for request latency.
+const LATENCY_BUCKETS: [f64; 16] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5,
+    10.0, 30.0,
+];
+
 static METADATA: Metadata<'static> = Metadata::new("plexus", Level::INFO, Some(module_path!()));
 
 impl Telemetry {
     pub fn new() -> Self {
-        let recorder = PrometheusBuilder::new().build_recorder();
+        let recorder = PrometheusBuilder::new()
+            .set_buckets(&LATENCY_BUCKETS)
+            .expect("latency buckets are not empty")
+            .build_recorder();
         let handle = recorder.handle();
         let telemetry = Self {
             recorder: std::sync::Arc::new(recorder),
@@ -144,6 +164,16 @@ impl Telemetry {
     pub fn counter(&self, name: &'static str, labels: &[(&'static str, &str)]) -> Counter {
         self.recorder
             .register_counter(&key(name, labels), &METADATA)
+    }
+
+    /// A histogram handle for `name` with `labels` (seconds; buckets from 100 µs to 30 s).
+    pub fn histogram(
+        &self,
+        name: &'static str,
+        labels: &[(&'static str, &str)],
+    ) -> metrics::Histogram {
+        self.recorder
+            .register_histogram(&key(name, labels), &METADATA)
     }
 
     /// A gauge handle for `name` with `labels`.

@@ -8,6 +8,7 @@ fn header(service: &str) -> StreamHeader {
     StreamHeader {
         service: ServiceName::new(service).unwrap(),
         open_budget_ms: 2000,
+        protocol: crate::AppProtocol::Tcp,
     }
 }
 

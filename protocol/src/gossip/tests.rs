@@ -14,6 +14,9 @@ fn service(name: &str) -> ServiceSummary {
         p99_us: 12_000,
         in_flight: 3,
         capacity: 1024,
+        protocol: crate::AppProtocol::Http,
+        concurrency_limit: 40,
+        shed_per_sec: 0.5,
     }
 }
 

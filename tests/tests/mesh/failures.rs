@@ -111,7 +111,9 @@ async fn a_refusing_endpoint_is_skipped_for_the_next_one() {
         assert_eq!(exchange(app, &[i; 10]).await.unwrap(), vec![i; 10]);
     }
     let refused = "plexus_streams_refused_total{direction=\"inbound\",service=\"echo\",reason=\"unknown_service\"}";
-    assert!(eventually(PATIENCE, async || agent_metric(&without, refused) == 2.0).await);
+    // It refused at least once; the balancer then prefers the endpoint that answers.
+    assert!(eventually(PATIENCE, async || agent_metric(&without, refused) >= 1.0).await);
+    assert!(agent_metric(&without, refused) <= 2.0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

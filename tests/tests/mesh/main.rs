@@ -5,6 +5,7 @@ mod cli;
 mod config_errors;
 mod failures;
 mod gossip;
+mod http;
 mod proxy;
 mod restart;
 mod tls;

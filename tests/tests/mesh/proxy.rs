@@ -198,9 +198,18 @@ async fn three_agents_spread_connections_over_endpoints() {
         )
         .await;
     let app = a.upstream_addr("echo").unwrap();
+    // Ten connections open at once: each open connection counts as load on its endpoint, so
+    // the balancer (P2C over latency × open connections) spreads them.
+    let mut open = Vec::new();
     for i in 0..10u8 {
-        assert_eq!(exchange(app, &[i; 100]).await.unwrap(), vec![i; 100]);
+        let mut tcp = TcpStream::connect(app).await.unwrap();
+        tcp.write_all(&[i; 100]).await.unwrap();
+        let mut reply = [0u8; 100];
+        tcp.read_exact(&mut reply).await.unwrap();
+        assert_eq!(reply, [i; 100]);
+        open.push(tcp);
     }
+    drop(open);
     let completed =
         "plexus_streams_total{direction=\"inbound\",service=\"echo\",outcome=\"completed\"}";
     assert!(
@@ -209,16 +218,8 @@ async fn three_agents_spread_connections_over_endpoints() {
         })
         .await
     );
-    assert_eq!(
-        agent_metric(&b, completed),
-        5.0,
-        "round robin over two endpoints"
-    );
-    assert_eq!(
-        agent_metric(&c, completed),
-        5.0,
-        "round robin over two endpoints"
-    );
+    let (on_b, on_c) = (agent_metric(&b, completed), agent_metric(&c, completed));
+    assert!(on_b >= 4.0 && on_c >= 4.0, "b took {on_b}, c took {on_c}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -64,6 +64,7 @@ async fn try_stream(
         let header = StreamHeader {
             service: ServiceName::new("echo").unwrap(),
             open_budget_ms: 2000,
+            protocol: plexus_protocol::AppProtocol::Tcp,
         };
         send.write_all(&header.to_frame_bytes()).await.ok()?;
         let mut reply = [0u8; 8];
@@ -362,6 +363,7 @@ async fn a_garbage_stream_header_is_refused_and_the_connection_still_serves() {
     let header = StreamHeader {
         service: ServiceName::new("echo").unwrap(),
         open_budget_ms: 2000,
+        protocol: plexus_protocol::AppProtocol::Tcp,
     };
     send.write_all(&header.to_frame_bytes()).await.unwrap();
     let mut reply = [0u8; 8];

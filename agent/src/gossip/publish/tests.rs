@@ -25,6 +25,9 @@ fn base() -> NodeSummary {
             p99_us: 9000,
             in_flight: 4,
             capacity: 100,
+            protocol: plexus_protocol::AppProtocol::Http,
+            concurrency_limit: 20,
+            shed_per_sec: 0.0,
         }],
     }
 }
@@ -107,6 +110,7 @@ fn a_summary_lists_configured_services_with_their_readings() {
             version: Some("v2".into()),
             capacity: 64,
             health: None,
+            limit: None,
         }],
     };
     let summary = build_summary(&facts, HostUsage::default(), &[], false);

@@ -23,6 +23,9 @@ fn summary(service: &str, ready: bool, leaving: bool) -> NodeSummary {
             p99_us: 2,
             in_flight: 0,
             capacity: 10,
+            protocol: plexus_protocol::AppProtocol::Http,
+            concurrency_limit: 10,
+            shed_per_sec: 0.0,
         }],
     }
 }

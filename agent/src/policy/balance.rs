@@ -1,0 +1,237 @@
+//! Latency-aware balancing: power of two choices over peak-EWMA cost.
+//!
+//! Each endpoint keeps a peak-sensitive moving average of its latency: a slower observation
+//! replaces the estimate at once (the peak), a faster one is blended in with a weight that
+//! depends on the time since the last update, and with no observations the estimate decays
+//! toward zero, so an endpoint that was avoided gets tried again. Its score is
+//! `cost × (in_flight + 1) ÷ weight`; of two endpoints drawn at random the lower score wins.
+//!
+//! A fast-failing endpoint must not win because its errors are quick. A failure, timeout or
+//! overload answer never lowers the estimate (it is recorded as at least the current one), and
+//! it doubles the endpoint's **failure bias**, a multiplier on its score that halves every
+//! [`BalanceConfig::bias_half_life`] and is reset by a success (the "load biaser" idea). A
+//! failing endpoint thus gets less and less traffic, but still some, so outlier detection sees
+//! its failures and ejects it.
+
+use std::time::Duration;
+
+use tokio::time::Instant;
+
+use super::Outcome;
+
+/// Tuning of the balancer.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct BalanceConfig {
+    /// The estimate an endpoint starts with before it has answered.
+    pub default_rtt: Duration,
+    /// Time constant of the moving average and of the decay of an idle estimate.
+    pub decay: Duration,
+    /// How fast a failure bias fades when nothing new is learned.
+    pub bias_half_life: Duration,
+}
+
+impl Default for BalanceConfig {
+    fn default() -> Self {
+        Self {
+            default_rtt: Duration::from_millis(30),
+            decay: Duration::from_secs(10),
+            bias_half_life: Duration::from_millis(100),
+        }
+    }
+}
+
+/// One endpoint's latency estimate and in-flight count.
+#[derive(Debug, Clone)]
+pub struct PeakEwma {
+    cost_ns: f64,
+    stamp: Instant,
+    in_flight: u32,
+    /// Failures in a row (as a power of two) and when the last one was seen.
+    bias_exponent: u32,
+    bias_stamp: Instant,
+}
+
+/// The bias stops doubling here (2^8 = 256 times the cost).
+const MAX_BIAS_EXPONENT: u32 = 8;
+
+impl PeakEwma {
+    pub fn new(config: &BalanceConfig, now: Instant) -> Self {
+        Self {
+            cost_ns: nanos(config.default_rtt),
+            stamp: now,
+            in_flight: 0,
+            bias_exponent: 0,
+            bias_stamp: now,
+        }
+    }
+
+    /// The failure bias now: 2^failures in a row, halving every half-life since the last one.
+    pub fn bias(&self, config: &BalanceConfig, now: Instant) -> f64 {
+        if self.bias_exponent == 0 {
+            return 1.0;
+        }
+        let half_lives = now.saturating_duration_since(self.bias_stamp).as_secs_f64()
+            / config.bias_half_life.as_secs_f64().max(1e-9);
+        (f64::from(self.bias_exponent) - half_lives).exp2().max(1.0)
+    }
+
+    fn decay_weight(&self, config: &BalanceConfig, now: Instant) -> f64 {
+        let elapsed = nanos(now.saturating_duration_since(self.stamp));
+        (-elapsed / nanos(config.decay).max(1.0)).exp()
+    }
+
+    /// The estimate now, decayed toward zero since the last observation.
+    pub fn cost(&self, config: &BalanceConfig, now: Instant) -> Duration {
+        Duration::from_nanos((self.cost_ns * self.decay_weight(config, now)) as u64)
+    }
+
+    /// The score P2C compares: lower is better.
+    pub fn score(&self, config: &BalanceConfig, now: Instant, weight: f64) -> f64 {
+        let cost = self.cost_ns * self.decay_weight(config, now) * self.bias(config, now);
+        cost * f64::from(self.in_flight + 1) / weight.max(f64::MIN_POSITIVE)
+    }
+
+    pub fn in_flight(&self) -> u32 {
+        self.in_flight
+    }
+
+    /// A request to this endpoint started.
+    pub fn start(&mut self) {
+        self.in_flight += 1;
+    }
+
+    /// A request to this endpoint ended after `rtt` with `outcome`.
+    pub fn finish(
+        &mut self,
+        config: &BalanceConfig,
+        now: Instant,
+        rtt: Duration,
+        outcome: Outcome,
+    ) {
+        self.in_flight = self.in_flight.saturating_sub(1);
+        let rtt = if outcome == Outcome::Cancelled {
+            nanos(rtt)
+        } else if outcome == Outcome::Success {
+            self.bias_exponent = 0;
+            nanos(rtt)
+        } else {
+            // Carry on from the bias left now, doubled.
+            let left = self.bias(config, now).log2();
+            self.bias_exponent = (left.ceil() as u32 + 1).min(MAX_BIAS_EXPONENT);
+            self.bias_stamp = now;
+            nanos(rtt).max(self.cost_ns * self.decay_weight(config, now))
+        };
+        if rtt > self.cost_ns {
+            self.cost_ns = rtt;
+        } else {
+            let w = self.decay_weight(config, now);
+            self.cost_ns = self.cost_ns * w + rtt * (1.0 - w);
+        }
+        self.stamp = now;
+    }
+}
+
+fn nanos(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e9
+}
+
+/// Power of two choices: the index of the better of two distinct candidates drawn with
+/// `draw(n)` (uniform in `0..n`), or the only one. `score(i)` is candidate `i`'s score.
+pub fn p2c(
+    candidates: usize,
+    mut draw: impl FnMut(usize) -> usize,
+    score: impl Fn(usize) -> f64,
+) -> Option<usize> {
+    match candidates {
+        0 => None,
+        1 => Some(0),
+        n => {
+            let a = draw(n);
+            let mut b = draw(n - 1);
+            if b >= a {
+                b += 1;
+            }
+            Some(if score(b) < score(a) { b } else { a })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    #[test]
+    fn a_slower_answer_is_taken_at_once_and_a_faster_one_blended_in() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(&config, t0);
+        e.start();
+        e.finish(&config, t0, 100 * MS, Outcome::Success);
+        assert_eq!(e.cost(&config, t0), 100 * MS);
+        e.start();
+        e.finish(&config, t0 + 100 * MS, 10 * MS, Outcome::Success);
+        let cost = e.cost(&config, t0 + 100 * MS);
+        assert!(cost < 100 * MS && cost > 90 * MS, "{cost:?}");
+    }
+
+    #[test]
+    fn an_idle_estimate_decays_so_the_endpoint_is_tried_again() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(&config, t0);
+        e.start();
+        e.finish(&config, t0, Duration::from_secs(1), Outcome::Success);
+        assert!(e.cost(&config, t0 + Duration::from_secs(30)) < Duration::from_millis(60));
+    }
+
+    #[test]
+    fn quick_failures_and_overload_count_as_slow() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        for outcome in [
+            Outcome::Failure,
+            Outcome::ConnectFailure,
+            Outcome::Overloaded,
+            Outcome::Timeout,
+        ] {
+            let mut e = PeakEwma::new(&config, t0);
+            let base = e.score(&config, t0, 1.0);
+            for doubled in [2.0, 4.0, 8.0] {
+                e.start();
+                e.finish(&config, t0, MS, outcome);
+                assert_eq!(e.cost(&config, t0), config.default_rtt, "{outcome:?}");
+                assert_eq!(e.score(&config, t0, 1.0), doubled * base, "{outcome:?}");
+            }
+            // The bias halves every half-life and a success clears it.
+            let later = t0 + config.bias_half_life;
+            assert!((e.bias(&config, later) - 4.0).abs() < 1e-9);
+            e.start();
+            e.finish(&config, later, MS, Outcome::Success);
+            assert_eq!(e.bias(&config, later), 1.0);
+        }
+    }
+
+    #[test]
+    fn score_grows_with_in_flight_and_shrinks_with_weight() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(&config, t0);
+        let idle = e.score(&config, t0, 1.0);
+        e.start();
+        assert_eq!(e.score(&config, t0, 1.0), 2.0 * idle);
+        assert_eq!(e.score(&config, t0, 2.0), idle);
+    }
+
+    #[test]
+    fn p2c_picks_the_lower_score_of_two_distinct_candidates() {
+        assert_eq!(p2c(0, |_| 0, |_| 0.0), None);
+        assert_eq!(p2c(1, |_| unreachable!(), |_| 0.0), Some(0));
+        let scores = [3.0, 1.0, 2.0];
+        // draws 0 then 0 → second candidate is index 1 (distinct from the first)
+        assert_eq!(p2c(3, |_| 0, |i| scores[i]), Some(1));
+        let mut draws = [2, 0].into_iter();
+        assert_eq!(p2c(3, |_| draws.next().unwrap(), |i| scores[i]), Some(2));
+    }
+}

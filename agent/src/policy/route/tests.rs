@@ -1,0 +1,228 @@
+//! The balancer and ejection together, driven by a small open-loop simulation in virtual time.
+
+use std::cmp::Reverse;
+use std::collections::BinaryHeap;
+
+use rand::{Rng, SeedableRng};
+
+use super::*;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn addr(i: u8) -> SocketAddr {
+    SocketAddr::from(([10, 0, 0, i], 4433))
+}
+
+fn set(n: u8, now: Instant) -> EndpointSet {
+    let mut s = EndpointSet::new(BalanceConfig::default(), OutlierConfig::default(), now);
+    s.sync(&(1..=n).map(addr).collect::<Vec<_>>(), now);
+    s
+}
+
+/// A request in the simulation: when it was sent, where, how it ended.
+#[derive(Debug, Clone, Copy)]
+struct Sent {
+    at: Duration,
+    to: SocketAddr,
+    outcome: Outcome,
+}
+
+/// What a simulation sent and which endpoints changed state when.
+#[derive(Debug, Default)]
+struct Run {
+    sent: Vec<Sent>,
+    transitions: Vec<(Duration, SocketAddr, Transition)>,
+}
+
+/// Sends `rate` requests per second for `span`, open loop; `answer(endpoint, elapsed)` says how
+/// long the endpoint takes and how it answers. Completions are fed back in time order.
+fn simulate(
+    set: &mut EndpointSet,
+    t0: Instant,
+    rate: u32,
+    span: Duration,
+    answer: impl Fn(SocketAddr, Duration) -> (Duration, Outcome),
+) -> Run {
+    let mut transitions = Vec::new();
+    let mut rng = rand::rngs::SmallRng::seed_from_u64(7);
+    let gap = Duration::from_secs(1) / rate;
+    let mut pending: BinaryHeap<Reverse<(Duration, usize)>> = BinaryHeap::new();
+    let mut sent = Vec::new();
+    let mut now = Duration::ZERO;
+    while now < span {
+        while let Some(Reverse((done, k))) = pending.peek().copied() {
+            if done > now {
+                break;
+            }
+            pending.pop();
+            let s: Sent = sent[k];
+            if let Some(t) = set.finish(s.to, t0 + done, done - s.at, s.outcome) {
+                transitions.push((done, s.to, t));
+            }
+        }
+        for (to, t) in set.tick(t0 + now) {
+            transitions.push((now, to, t));
+        }
+        if let Some(to) = set.pick(t0 + now, |n| rng.random_range(0..n), &[]) {
+            let (latency, outcome) = answer(to, now);
+            pending.push(Reverse((now + latency, sent.len())));
+            sent.push(Sent {
+                at: now,
+                to,
+                outcome,
+            });
+        }
+        now += gap;
+    }
+    Run { sent, transitions }
+}
+
+fn share(sent: &[Sent], from: Duration, to: Duration, endpoint: SocketAddr) -> f64 {
+    let window: Vec<_> = sent.iter().filter(|s| s.at >= from && s.at < to).collect();
+    window.iter().filter(|s| s.to == endpoint).count() as f64 / window.len().max(1) as f64
+}
+
+#[test]
+fn equal_endpoints_share_the_traffic() {
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let run = simulate(&mut s, t0, 500, Duration::from_secs(10), |_, _| {
+        (5 * MS, Outcome::Success)
+    });
+    for i in 1..=3 {
+        let share = share(&run.sent, Duration::ZERO, Duration::from_secs(10), addr(i));
+        assert!((0.25..0.42).contains(&share), "endpoint {i}: {share}");
+    }
+}
+
+#[test]
+fn a_ten_times_slower_endpoint_loses_its_share_within_two_seconds() {
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let slow_from = Duration::from_secs(5);
+    let run = simulate(&mut s, t0, 1000, Duration::from_secs(10), |to, now| {
+        let slow = to == addr(2) && now >= slow_from;
+        (if slow { 50 * MS } else { 5 * MS }, Outcome::Success)
+    });
+    let before = share(&run.sent, Duration::ZERO, slow_from, addr(2));
+    assert!(before > 0.25, "before: {before}");
+    let after = share(
+        &run.sent,
+        slow_from + Duration::from_secs(2),
+        Duration::from_secs(10),
+        addr(2),
+    );
+    assert!(after < 0.10, "share 2 s after slowing down: {after}");
+}
+
+#[test]
+fn a_fast_failing_endpoint_does_not_attract_traffic_and_is_ejected_within_a_handful() {
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let run = simulate(&mut s, t0, 1000, Duration::from_secs(5), |to, _| {
+        if to == addr(3) {
+            (MS / 2, Outcome::Failure)
+        } else {
+            (10 * MS, Outcome::Success)
+        }
+    });
+    let to_bad = run.sent.iter().filter(|s| s.to == addr(3)).count();
+    assert!(
+        to_bad <= 10,
+        "{to_bad} requests reached the failing endpoint"
+    );
+    assert!(matches!(
+        s.readings(t0 + Duration::from_secs(5))[2].state,
+        Ejection::Ejected { .. }
+    ));
+}
+
+#[test]
+fn an_ejected_endpoint_is_probed_and_returns_when_it_recovers() {
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let recovers = Duration::from_secs(30);
+    let run = simulate(&mut s, t0, 200, Duration::from_secs(120), |to, now| {
+        if to == addr(1) && now < recovers {
+            (MS, Outcome::ConnectFailure)
+        } else {
+            (5 * MS, Outcome::Success)
+        }
+    });
+    let states: Vec<_> = run
+        .transitions
+        .iter()
+        .map(|(at, to, t)| (*to, *t, *at))
+        .collect();
+    let [(a1, Transition::Ejected(_), ejected), (a2, Transition::Probing, probing), (a3, Transition::Returned, _)] =
+        states[..]
+    else {
+        panic!("{states:?}");
+    };
+    assert!(a1 == addr(1) && a2 == addr(1) && a3 == addr(1));
+    let ejection = probing - ejected;
+    assert!(
+        ejection >= Duration::from_secs(30) && ejection < Duration::from_secs(30) + 5 * MS,
+        "{ejection:?}"
+    );
+    assert_eq!(share(&run.sent, ejected + MS, probing, addr(1)), 0.0);
+    let late = share(
+        &run.sent,
+        probing + Duration::from_secs(30),
+        Duration::from_secs(120),
+        addr(1),
+    );
+    assert!(late > 0.1, "share after return: {late}");
+}
+
+#[test]
+fn overload_answers_send_traffic_elsewhere_without_ejecting() {
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let run = simulate(&mut s, t0, 500, Duration::from_secs(5), |to, _| {
+        if to == addr(1) {
+            (MS, Outcome::Overloaded)
+        } else {
+            (5 * MS, Outcome::Success)
+        }
+    });
+    assert!(
+        share(
+            &run.sent,
+            Duration::from_secs(1),
+            Duration::from_secs(5),
+            addr(1)
+        ) < 0.05
+    );
+    assert_eq!(s.readings(t0)[0].state, Ejection::Healthy);
+}
+
+#[test]
+fn exclusion_and_weights_are_respected() {
+    let t0 = Instant::now();
+    let mut s = set(2, t0);
+    for _ in 0..100 {
+        let picked = s.pick(t0, |n| n - 1, &[addr(2)]).unwrap();
+        assert_eq!(picked, addr(1));
+        s.finish(picked, t0, MS, Outcome::Success);
+    }
+    assert_eq!(s.pick(t0, |_| 0, &[addr(1), addr(2)]), None);
+    s.set_weight(addr(1), 0.0);
+    assert_eq!(s.pick(t0, |_| 0, &[]), Some(addr(2)));
+}
+
+#[test]
+fn sync_keeps_the_state_of_endpoints_that_stay() {
+    let t0 = Instant::now();
+    let mut s = set(2, t0);
+    for _ in 0..5 {
+        let a = addr(2);
+        s.finish(a, t0, MS, Outcome::Failure);
+    }
+    s.sync(&[addr(2), addr(3)], t0);
+    let r = s.readings(t0);
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].addr, addr(2));
+    assert!(matches!(r[0].state, Ejection::Ejected { .. }));
+    assert_eq!(r[1].state, Ejection::Healthy);
+}

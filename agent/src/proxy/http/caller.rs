@@ -1,0 +1,482 @@
+//! The app-facing side of an HTTP upstream: each request is balanced, timed, retried within
+//! the budget, optionally hedged, and answered with a clear 503/504 when nothing can take it.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use hyper::body::Incoming;
+use hyper::header::HeaderMap;
+use hyper::{Method, Request, Response, StatusCode, Uri, Version};
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use plexus_protocol::{AppProtocol, StreamHeader};
+use tokio::net::TcpStream;
+use tracing::Instrument;
+
+use super::body::{boxed, Metered, ProxyBody, RequestBody, MAX_REPLAY_BODY};
+use super::trace::{TraceContext, TRACEPARENT};
+use super::{
+    agent_answer, is_idempotent, is_upgrade, strip_hop_by_hop, to_wire, ERROR, OVERLOADED,
+};
+use crate::policy::Outcome;
+use crate::proxy::route::Route;
+use crate::telemetry::{names, LoadBook, Telemetry};
+use crate::transport::{write_message, PeerPool};
+
+/// Why an attempt produced no response.
+#[derive(Debug)]
+enum AttemptError {
+    /// The endpoint could not be reached or the stream not opened.
+    Connect(String),
+    /// The exchange broke after the request was sent.
+    Exchange(String),
+    Timeout,
+}
+
+/// One attempt in flight; if dropped unfinished (a hedge won, the app left) the endpoint's
+/// in-flight count is still given back.
+struct InFlight<'a> {
+    route: &'a Route,
+    addr: SocketAddr,
+    started: Instant,
+    done: bool,
+}
+
+impl<'a> InFlight<'a> {
+    fn finish(mut self, outcome: Outcome) -> Duration {
+        self.done = true;
+        let rtt = self.started.elapsed();
+        self.route.finish(self.addr, rtt, outcome);
+        rtt
+    }
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.route
+                .finish(self.addr, self.started.elapsed(), Outcome::Cancelled);
+        }
+    }
+}
+
+/// The request parts every attempt repeats.
+struct Template {
+    method: Method,
+    uri: Uri,
+    version: Version,
+    headers: HeaderMap,
+}
+
+impl Template {
+    fn request(&self, body: ProxyBody) -> Request<ProxyBody> {
+        let mut request = Request::new(body);
+        *request.method_mut() = self.method.clone();
+        *request.uri_mut() = self.uri.clone();
+        *request.version_mut() = self.version;
+        *request.headers_mut() = self.headers.clone();
+        to_wire(request)
+    }
+}
+
+/// What an attempt came back with.
+struct Tried {
+    addr: SocketAddr,
+    outcome: Outcome,
+    response: Option<Response<Incoming>>,
+}
+
+/// The HTTP side of one `[[upstream]]`.
+pub struct HttpCaller {
+    route: Arc<Route>,
+    pool: Arc<PeerPool>,
+    telemetry: Telemetry,
+    load: LoadBook,
+}
+
+impl HttpCaller {
+    pub fn new(
+        route: Arc<Route>,
+        pool: Arc<PeerPool>,
+        telemetry: Telemetry,
+        load: LoadBook,
+    ) -> Self {
+        Self {
+            route,
+            pool,
+            telemetry,
+            load,
+        }
+    }
+
+    /// Serves one app connection, HTTP/1.1 or HTTP/2 (prior knowledge), upgrades included.
+    pub async fn serve_connection(self: Arc<Self>, tcp: TcpStream, from: SocketAddr) {
+        let service = hyper::service::service_fn(move |request| {
+            let caller = self.clone();
+            async move { Ok::<_, Infallible>(caller.handle(request).await) }
+        });
+        let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
+        if let Err(error) = builder
+            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
+            .await
+        {
+            tracing::debug!(%from, %error, "app connection ended with an error");
+        }
+    }
+
+    async fn handle(self: Arc<Self>, request: Request<Incoming>) -> Response<ProxyBody> {
+        let trace = TraceContext::continue_from(request.headers());
+        let span = tracing::info_span!(
+            "request",
+            service = %self.route.service(),
+            method = %request.method(),
+            path = %request.uri().path(),
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_id = %trace.parent_id_hex(),
+        );
+        self.forward(request, trace).instrument(span).await
+    }
+
+    async fn forward(
+        &self,
+        mut request: Request<Incoming>,
+        trace: TraceContext,
+    ) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let policy = &self.route.upstream().requests;
+        let upgrade = is_upgrade(request.headers()) && request.version() == Version::HTTP_11;
+        let app_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
+        let (parts, incoming) = request.into_parts();
+        let mut template = Template {
+            method: parts.method,
+            uri: parts.uri,
+            version: parts.version,
+            headers: parts.headers,
+        };
+        template.headers.insert(TRACEPARENT, trace.header());
+        let mut body = if upgrade {
+            RequestBody::Replayable(Bytes::new())
+        } else {
+            match RequestBody::read(incoming, MAX_REPLAY_BODY).await {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::info!(%error, "reading the request body from the app failed");
+                    let answer = agent_answer(StatusCode::BAD_REQUEST, "request_body_failed");
+                    return self.answered(started, answer);
+                }
+            }
+        };
+        let retryable = body.replayable()
+            && !upgrade
+            && (is_idempotent(&template.method) || policy.retry_non_idempotent);
+        let hedge = policy.hedge && retryable && is_idempotent(&template.method);
+        self.route.request();
+        let deadline = tokio::time::Instant::now() + policy.request_timeout;
+        let mut tried: Vec<SocketAddr> = Vec::new();
+        let mut retries = 0;
+        let mut last: Option<Response<ProxyBody>> = None;
+        let mut reason = "no_endpoint";
+        while let Some(addr) = self.route.pick(&tried) {
+            let now = tokio::time::Instant::now();
+            if now >= deadline {
+                self.route.finish(addr, Duration::ZERO, Outcome::Cancelled);
+                reason = "timeout";
+                break;
+            }
+            let budget = policy.try_timeout.min(deadline - now);
+            let Some(attempt_body) = body.attempt() else {
+                self.route.finish(addr, Duration::ZERO, Outcome::Cancelled);
+                break;
+            };
+            let tried_now = if hedge {
+                self.hedged(addr, &template, &mut body, attempt_body, budget)
+                    .await
+            } else {
+                let flight = InFlight {
+                    route: &self.route,
+                    addr,
+                    started: Instant::now(),
+                    done: false,
+                };
+                self.attempt(flight, template.request(attempt_body), budget)
+                    .await
+            };
+            tried.push(tried_now.addr);
+            match tried_now.outcome {
+                Outcome::Success | Outcome::Cancelled => {
+                    let response = tried_now
+                        .response
+                        .expect("a successful attempt has a response");
+                    return self.respond(started, response, app_upgrade);
+                }
+                Outcome::Overloaded => {
+                    // The endpoint protects itself: go elsewhere, without spending the budget.
+                    reason = "overloaded";
+                    last = tried_now.response.map(|r| r.map(boxed));
+                    if !body.replayable() {
+                        break;
+                    }
+                }
+                outcome => {
+                    reason = match outcome {
+                        Outcome::Timeout => "timeout",
+                        Outcome::ConnectFailure => "unavailable",
+                        _ => "failed",
+                    };
+                    last = tried_now.response.map(|r| r.map(boxed));
+                    if !retryable || retries >= policy.retries {
+                        break;
+                    }
+                    if !self.route.try_retry() {
+                        self.count(names::RETRY_BUDGET_EXHAUSTED, &[]);
+                        tracing::info!("retry budget exhausted");
+                        break;
+                    }
+                    retries += 1;
+                    self.count(names::RETRIES, &[("reason", outcome.label())]);
+                    if tried.len() >= self.route_len() {
+                        // Every endpoint was tried: the retry may go to any of them again.
+                        tried.retain(|_| false);
+                    }
+                }
+            }
+        }
+        let answer = last.unwrap_or_else(|| match reason {
+            "timeout" => agent_answer(StatusCode::GATEWAY_TIMEOUT, "timeout"),
+            "overloaded" => super::overloaded_answer(),
+            "no_endpoint" => agent_answer(StatusCode::SERVICE_UNAVAILABLE, "no_endpoint"),
+            "unavailable" => agent_answer(StatusCode::SERVICE_UNAVAILABLE, "unavailable"),
+            _ => agent_answer(StatusCode::BAD_GATEWAY, "failed"),
+        });
+        self.answered(started, answer)
+    }
+
+    fn route_len(&self) -> usize {
+        self.route.endpoint_count()
+    }
+
+    /// One attempt, timed out after `budget`.
+    async fn attempt(
+        &self,
+        flight: InFlight<'_>,
+        request: Request<ProxyBody>,
+        budget: Duration,
+    ) -> Tried {
+        let addr = flight.addr;
+        let result = tokio::time::timeout(budget, self.exchange(addr, request))
+            .await
+            .unwrap_or(Err(AttemptError::Timeout));
+        let (outcome, response) = match result {
+            Ok(response) => (classify(&response), Some(response)),
+            Err(AttemptError::Timeout) => (Outcome::Timeout, None),
+            Err(AttemptError::Connect(error)) => {
+                tracing::info!(endpoint = %addr, %error, "endpoint unreachable");
+                (Outcome::ConnectFailure, None)
+            }
+            Err(AttemptError::Exchange(error)) => {
+                tracing::info!(endpoint = %addr, %error, "exchange with endpoint failed");
+                (Outcome::Failure, None)
+            }
+        };
+        let rtt = flight.finish(outcome);
+        let endpoint = addr.to_string();
+        let labels = [
+            ("direction", "outbound"),
+            ("service", self.route.service().as_str()),
+            ("endpoint", endpoint.as_str()),
+            ("outcome", outcome.label()),
+        ];
+        self.telemetry
+            .counter(names::ATTEMPTS, &labels)
+            .increment(1);
+        self.telemetry
+            .histogram(names::REQUEST_DURATION, &labels)
+            .record(rtt.as_secs_f64());
+        Tried {
+            addr,
+            outcome,
+            response,
+        }
+    }
+
+    /// An attempt that, if it has not answered after the recent p95, is raced by a second one
+    /// to another endpoint (paid from the retry budget). The first usable answer wins; the other
+    /// is cancelled.
+    async fn hedged(
+        &self,
+        addr: SocketAddr,
+        template: &Template,
+        body: &mut RequestBody,
+        attempt_body: ProxyBody,
+        budget: Duration,
+    ) -> Tried {
+        let flight = InFlight {
+            route: &self.route,
+            addr,
+            started: Instant::now(),
+            done: false,
+        };
+        let first = self.attempt(flight, template.request(attempt_body), budget);
+        tokio::pin!(first);
+        let Some(delay) = self.route.p95().filter(|d| *d < budget) else {
+            return first.await;
+        };
+        tokio::select! {
+            tried = &mut first => return tried,
+            () = tokio::time::sleep(delay) => {}
+        }
+        let second_addr = match self.route.try_retry() {
+            true => self.route.pick(&[addr]),
+            false => None,
+        };
+        let (Some(second_addr), Some(second_body)) = (second_addr, body.attempt()) else {
+            if let Some(second_addr) = second_addr {
+                self.route
+                    .finish(second_addr, Duration::ZERO, Outcome::Cancelled);
+            }
+            return first.await;
+        };
+        self.count(names::HEDGES, &[]);
+        let flight = InFlight {
+            route: &self.route,
+            addr: second_addr,
+            started: Instant::now(),
+            done: false,
+        };
+        let second = self.attempt(flight, template.request(second_body), budget - delay);
+        tokio::pin!(second);
+        let usable = |t: &Tried| t.outcome == Outcome::Success;
+        tokio::select! {
+            tried = &mut first => if usable(&tried) { tried } else { second.await },
+            tried = &mut second => if usable(&tried) { tried } else { first.await },
+        }
+    }
+
+    /// Sends `request` to `addr` on a new stream and waits for the response headers.
+    async fn exchange(
+        &self,
+        addr: SocketAddr,
+        request: Request<ProxyBody>,
+    ) -> Result<Response<Incoming>, AttemptError> {
+        let connect = |e: &dyn std::fmt::Display| AttemptError::Connect(e.to_string());
+        let timeout = self.route.upstream().timeout;
+        let peer = self
+            .pool
+            .connection(addr, timeout)
+            .await
+            .map_err(|e| connect(&e))?;
+        let (mut send, recv) = peer.connection.open_bi().await.map_err(|e| connect(&e))?;
+        let header = StreamHeader {
+            service: self.route.service().clone(),
+            open_budget_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
+            protocol: AppProtocol::Http,
+        };
+        write_message(&mut send, &header)
+            .await
+            .map_err(|e| connect(&e))?;
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| connect(&e))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "stream to endpoint ended with an error");
+            }
+        });
+        let response = sender
+            .send_request(request)
+            .await
+            .map_err(|e| AttemptError::Exchange(e.to_string()))?;
+        self.pool.confirm(addr);
+        Ok(response)
+    }
+
+    /// Hands the endpoint's response to the app, metering its body; completes an upgrade.
+    fn respond(
+        &self,
+        started: Instant,
+        mut response: Response<Incoming>,
+        app_upgrade: Option<hyper::upgrade::OnUpgrade>,
+    ) -> Response<ProxyBody> {
+        if let (Some(app), StatusCode::SWITCHING_PROTOCOLS) = (app_upgrade, response.status()) {
+            let peer = hyper::upgrade::on(&mut response);
+            let service = self.route.service().clone();
+            tokio::spawn(async move {
+                match tokio::try_join!(app, peer) {
+                    Ok((app, peer)) => {
+                        let (mut app, mut peer) = (TokioIo::new(app), TokioIo::new(peer));
+                        let _ = tokio::io::copy_bidirectional(&mut app, &mut peer).await;
+                    }
+                    Err(error) => tracing::info!(%service, %error, "upgrade failed"),
+                }
+            });
+        }
+        self.answered(started, response.map(boxed))
+    }
+
+    /// Counts the request as the app sees it and meters the answer's body.
+    fn answered(&self, started: Instant, response: Response<ProxyBody>) -> Response<ProxyBody> {
+        let (mut parts, body) = response.into_parts();
+        strip_hop_by_hop(&mut parts.headers);
+        let status = parts.status;
+        let latency = started.elapsed();
+        let ok = !status.is_server_error();
+        let service = self.route.service().clone();
+        let class = status_class(status);
+        let agent_made = parts.headers.contains_key(ERROR);
+        self.telemetry
+            .counter(
+                names::REQUESTS,
+                &[
+                    ("direction", "outbound"),
+                    ("service", service.as_str()),
+                    ("status_class", class),
+                    ("source", if agent_made { "agent" } else { "service" }),
+                ],
+            )
+            .increment(1);
+        self.load
+            .record_edge(&self.route.upstream().caller, &service, latency, ok);
+        let bytes = self.telemetry.counter(
+            names::RESPONSE_BYTES,
+            &[("direction", "outbound"), ("service", service.as_str())],
+        );
+        let body = Metered::new(body, move |n, _| bytes.increment(n));
+        Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+    }
+
+    fn count(&self, name: &'static str, extra: &[(&'static str, &str)]) {
+        let mut labels = vec![("service", self.route.service().as_str())];
+        labels.extend_from_slice(extra);
+        self.telemetry.counter(name, &labels).increment(1);
+    }
+}
+
+/// How an endpoint's answer counts for balancing, ejection and retries.
+fn classify<B>(response: &Response<B>) -> Outcome {
+    let status = response.status();
+    if status == StatusCode::SERVICE_UNAVAILABLE && response.headers().contains_key(OVERLOADED) {
+        Outcome::Overloaded
+    } else if status.is_server_error() && response.headers().contains_key(ERROR) {
+        // The serving agent could not reach its service (or does not host it).
+        Outcome::ConnectFailure
+    } else if status.is_server_error() {
+        Outcome::Failure
+    } else {
+        Outcome::Success
+    }
+}
+
+fn status_class(status: StatusCode) -> &'static str {
+    match status.as_u16() {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        _ => "5xx",
+    }
+}

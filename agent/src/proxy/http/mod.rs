@@ -1,0 +1,179 @@
+//! HTTP-aware proxying (`protocol = "http"`).
+//!
+//! The caller's agent speaks HTTP/1.1 or HTTP/2 (prior knowledge) with the local app, and
+//! carries each request on its own QUIC stream to a serving agent as HTTP/1.1 after a
+//! [`plexus_protocol::StreamHeader`]. That gives it, per request, a choice of endpoint, a
+//! latency, a status and byte counts: what balancing, ejection, retries and the dependency map
+//! feed on. The serving agent admits the request under the service's adaptive concurrency limit
+//! and forwards it over a keep-alive connection pool to the local service.
+//!
+//! - [`caller`]: the app-facing side (balancing, retries, hedging, timeouts).
+//! - [`serve`]: the service-facing side (admission, shedding, the local pool).
+//! - [`body`]: body buffering for retries and metering; [`trace`]: W3C `traceparent`.
+
+pub mod body;
+pub mod caller;
+pub mod serve;
+pub mod trace;
+
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode};
+
+use body::{full, ProxyBody};
+
+/// Set by a serving agent on the 503 it answers when the service's concurrency limit (or its
+/// capacity) is reached: callers try another endpoint instead of retrying this one.
+pub const OVERLOADED: &str = "plexus-overloaded";
+/// Set on answers the agents make themselves instead of the service; its value says why
+/// (`unknown_service`, `local_connect_refused`, `no_endpoint`, `timeout`, ...).
+pub const ERROR: &str = "plexus-error";
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which each connection has its own of.
+const HOP_BY_HOP: [&str; 8] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "proxy-authenticate",
+    "proxy-authorization",
+    "te",
+    "trailer",
+    "transfer-encoding",
+];
+
+/// Whether a request asks to switch protocols (WebSocket and friends): HTTP/1.1 with
+/// `Connection: upgrade` and an `Upgrade` header.
+pub fn is_upgrade(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::UPGRADE)
+        && headers
+            .get_all(header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case("upgrade"))
+}
+
+/// Removes hop-by-hop headers, including those the `Connection` header names. An upgrade keeps
+/// `Connection: upgrade` and `Upgrade`, which must reach the other end.
+pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    let upgrade = is_upgrade(headers);
+    let named: Vec<HeaderName> = headers
+        .get_all(header::CONNECTION)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .filter_map(|t| HeaderName::from_bytes(t.trim().as_bytes()).ok())
+        .filter(|n| !(upgrade && n == header::UPGRADE))
+        .collect();
+    for name in named {
+        headers.remove(name);
+    }
+    for name in HOP_BY_HOP {
+        headers.remove(name);
+    }
+    if upgrade {
+        headers.insert(header::CONNECTION, HeaderValue::from_static("upgrade"));
+    } else {
+        headers.remove(header::UPGRADE);
+    }
+}
+
+/// Methods a retry cannot make worse (RFC 9110 §9.2.2).
+pub fn is_idempotent(method: &Method) -> bool {
+    matches!(
+        *method,
+        Method::GET | Method::HEAD | Method::OPTIONS | Method::TRACE | Method::PUT | Method::DELETE
+    )
+}
+
+/// An answer the agent makes itself, marked with [`ERROR`].
+pub fn agent_answer(status: StatusCode, reason: &'static str) -> Response<ProxyBody> {
+    let mut response = Response::new(full(format!("plexus: {reason}\n")));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(ERROR, HeaderValue::from_static(reason));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
+/// The 503 a serving agent sheds with.
+pub fn overloaded_answer() -> Response<ProxyBody> {
+    let mut response = agent_answer(StatusCode::SERVICE_UNAVAILABLE, "overloaded");
+    response
+        .headers_mut()
+        .insert(OVERLOADED, HeaderValue::from_static("1"));
+    response
+}
+
+/// Rewrites a request from the app into the form sent between agents: HTTP/1.1, origin-form
+/// target, `Host` from the authority (HTTP/2 has none), hop-by-hop headers removed.
+pub fn to_wire<B>(request: Request<B>) -> Request<B> {
+    let (mut parts, body) = request.into_parts();
+    if !parts.headers.contains_key(header::HOST) {
+        if let Some(authority) = parts.uri.authority() {
+            if let Ok(host) = HeaderValue::from_str(authority.as_str()) {
+                parts.headers.insert(header::HOST, host);
+            }
+        }
+    }
+    let target = parts
+        .uri
+        .path_and_query()
+        .map(|p| p.as_str())
+        .unwrap_or("/");
+    if let Ok(uri) = target.parse() {
+        parts.uri = uri;
+    }
+    parts.version = hyper::Version::HTTP_11;
+    strip_hop_by_hop(&mut parts.headers);
+    Request::from_parts(parts, body)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hop_by_hop_headers_go_and_upgrades_keep_theirs() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            "connection",
+            HeaderValue::from_static("keep-alive, x-private"),
+        );
+        h.insert("keep-alive", HeaderValue::from_static("timeout=5"));
+        h.insert("x-private", HeaderValue::from_static("1"));
+        h.insert("transfer-encoding", HeaderValue::from_static("chunked"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h.len(), 1);
+        assert!(h.contains_key("x-kept"));
+
+        let mut h = HeaderMap::new();
+        h.insert("connection", HeaderValue::from_static("Upgrade"));
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(is_upgrade(&h));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h["upgrade"], "websocket");
+        assert_eq!(h["connection"], "upgrade");
+    }
+
+    #[test]
+    fn h2_requests_become_origin_form_http11_with_a_host() {
+        let request = Request::builder()
+            .version(hyper::Version::HTTP_2)
+            .uri("http://payments.local:8080/pay?x=1")
+            .body(())
+            .unwrap();
+        let wire = to_wire(request);
+        assert_eq!(wire.version(), hyper::Version::HTTP_11);
+        assert_eq!(wire.uri(), "/pay?x=1");
+        assert_eq!(wire.headers()["host"], "payments.local:8080");
+    }
+
+    #[test]
+    fn idempotent_methods() {
+        assert!(is_idempotent(&Method::GET));
+        assert!(is_idempotent(&Method::PUT));
+        assert!(!is_idempotent(&Method::POST));
+        assert!(!is_idempotent(&Method::PATCH));
+    }
+}

@@ -1,0 +1,227 @@
+//! The service-facing side: a peer's HTTP stream is served as one HTTP/1.1 exchange, admitted
+//! under the service's adaptive concurrency limit (503 + `plexus-overloaded` at once when over
+//! it) and forwarded over a keep-alive pool to the local service.
+
+use std::convert::Infallible;
+use std::net::SocketAddr;
+
+use hyper::body::Incoming;
+use hyper::{Request, Response, StatusCode};
+use hyper_util::client::legacy::connect::HttpConnector;
+use hyper_util::client::legacy::Client;
+use hyper_util::rt::{TokioExecutor, TokioIo};
+use plexus_protocol::{NodeId, ServiceName};
+use quinn::{RecvStream, SendStream};
+use tracing::Instrument;
+
+use super::body::{boxed, Metered, ProxyBody};
+use super::trace::{TraceContext, TRACEPARENT};
+use super::{agent_answer, is_upgrade, overloaded_answer, strip_hop_by_hop};
+use crate::telemetry::{names, LoadBook, Telemetry};
+
+/// Idle local connections kept per service.
+const POOL_IDLE_PER_HOST: usize = 64;
+
+/// Forwards admitted requests to local HTTP services.
+#[derive(Clone)]
+pub struct LocalHttp {
+    client: Client<HttpConnector, ProxyBody>,
+    load: LoadBook,
+    telemetry: Telemetry,
+}
+
+impl LocalHttp {
+    pub fn new(load: LoadBook, telemetry: Telemetry) -> Self {
+        let mut connector = HttpConnector::new();
+        connector.set_nodelay(true);
+        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
+        let client = Client::builder(TokioExecutor::new())
+            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
+            .pool_idle_timeout(std::time::Duration::from_secs(30))
+            .build(connector);
+        Self {
+            client,
+            load,
+            telemetry,
+        }
+    }
+
+    /// Serves one stream from `peer` carrying a request for `service` at `address`.
+    pub async fn serve_stream(
+        &self,
+        peer: NodeId,
+        service: Option<(ServiceName, SocketAddr)>,
+        send: SendStream,
+        recv: RecvStream,
+    ) {
+        let io = TokioIo::new(tokio::io::join(recv, send));
+        let this = self.clone();
+        let handler = hyper::service::service_fn(move |request| {
+            let this = this.clone();
+            let service = service.clone();
+            let peer = peer.clone();
+            async move { Ok::<_, Infallible>(this.handle(peer, service, request).await) }
+        });
+        if let Err(error) = hyper::server::conn::http1::Builder::new()
+            .serve_connection(io, handler)
+            .with_upgrades()
+            .await
+        {
+            tracing::debug!(%error, "HTTP stream from peer ended with an error");
+        }
+    }
+
+    async fn handle(
+        &self,
+        peer: NodeId,
+        service: Option<(ServiceName, SocketAddr)>,
+        request: Request<Incoming>,
+    ) -> Response<ProxyBody> {
+        let Some((service, address)) = service else {
+            self.refused("", "unknown_service");
+            return agent_answer(StatusCode::SERVICE_UNAVAILABLE, "unknown_service");
+        };
+        let trace = TraceContext::continue_from(request.headers());
+        let span = tracing::info_span!(
+            "serve",
+            %service,
+            %peer,
+            method = %request.method(),
+            path = %request.uri().path(),
+            trace_id = %trace.trace_id_hex(),
+            span_id = %trace.span_id_hex(),
+            parent_id = %trace.parent_id_hex(),
+        );
+        self.forward(service, address, request, trace)
+            .instrument(span)
+            .await
+    }
+
+    async fn forward(
+        &self,
+        service: ServiceName,
+        address: SocketAddr,
+        mut request: Request<Incoming>,
+        trace: TraceContext,
+    ) -> Response<ProxyBody> {
+        let Some(mut admitted) = self.load.admit(&service) else {
+            self.telemetry
+                .counter(names::SHED, &[("service", service.as_str())])
+                .increment(1);
+            self.refused(service.as_str(), "overloaded");
+            return overloaded_answer();
+        };
+        if let Some(limit) = self.load.limit(&service) {
+            self.telemetry
+                .gauge(names::CONCURRENCY_LIMIT, &[("service", service.as_str())])
+                .set(f64::from(limit.limit));
+        }
+        request.headers_mut().insert(TRACEPARENT, trace.header());
+        let upgrade = is_upgrade(request.headers());
+        let result = if upgrade {
+            upgrade_locally(address, request).await
+        } else {
+            let (mut parts, body) = request.into_parts();
+            strip_hop_by_hop(&mut parts.headers);
+            let target = parts
+                .uri
+                .path_and_query()
+                .map(|p| p.as_str())
+                .unwrap_or("/");
+            match format!("http://{address}{target}").parse() {
+                Ok(uri) => parts.uri = uri,
+                Err(_) => return agent_answer(StatusCode::BAD_REQUEST, "bad_target"),
+            }
+            self.client
+                .request(Request::from_parts(parts, boxed(body)))
+                .await
+                .map_err(|e| {
+                    let refused = std::error::Error::source(&e)
+                        .and_then(|s| s.downcast_ref::<std::io::Error>())
+                        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
+                    (e.is_connect(), refused, e.to_string())
+                })
+        };
+        match result {
+            Ok(response) => {
+                admitted.mark_connected();
+                if response.status().is_server_error() {
+                    admitted.failed();
+                }
+                let (mut parts, body) = response.into_parts();
+                if parts.status != StatusCode::SWITCHING_PROTOCOLS {
+                    strip_hop_by_hop(&mut parts.headers);
+                }
+                // In flight until the body is sent.
+                let body = Metered::new(boxed(body), move |_, completed| {
+                    if !completed {
+                        admitted.failed();
+                    }
+                    drop(admitted);
+                });
+                Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+            }
+            Err((connect, refused, error)) => {
+                admitted.failed();
+                tracing::warn!(%service, %address, %error, "local service request failed");
+                let reason = match (connect, refused) {
+                    (true, true) => "local_connect_refused",
+                    (true, false) => "local_connect_failed",
+                    _ => "local_request_failed",
+                };
+                self.refused(service.as_str(), reason);
+                // Marked as the agent's own answer: the caller treats it as an unreachable
+                // endpoint and tries another.
+                agent_answer(StatusCode::BAD_GATEWAY, reason)
+            }
+        }
+    }
+
+    fn refused(&self, service: &str, reason: &'static str) {
+        self.telemetry
+            .counter(
+                names::STREAMS_REFUSED,
+                &[
+                    ("direction", "inbound"),
+                    ("service", service),
+                    ("reason", reason),
+                ],
+            )
+            .increment(1);
+    }
+}
+
+/// An upgrade gets its own local connection: the request goes out, a 101 answer joins the
+/// peer's stream and the new connection as a byte pipe.
+async fn upgrade_locally(
+    address: SocketAddr,
+    mut request: Request<Incoming>,
+) -> Result<Response<Incoming>, (bool, bool, String)> {
+    let tcp = tokio::net::TcpStream::connect(address).await.map_err(|e| {
+        let refused = e.kind() == std::io::ErrorKind::ConnectionRefused;
+        (true, refused, e.to_string())
+    })?;
+    let _ = tcp.set_nodelay(true);
+    let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(tcp))
+        .await
+        .map_err(|e| (true, false, e.to_string()))?;
+    tokio::spawn(async move {
+        let _ = connection.with_upgrades().await;
+    });
+    let peer_side = hyper::upgrade::on(&mut request);
+    let (parts, body) = request.into_parts();
+    let mut response = sender
+        .send_request(Request::from_parts(parts, body))
+        .await
+        .map_err(|e| (false, false, e.to_string()))?;
+    if response.status() == StatusCode::SWITCHING_PROTOCOLS {
+        let local_side = hyper::upgrade::on(&mut response);
+        tokio::spawn(async move {
+            if let Ok((peer, local)) = tokio::try_join!(peer_side, local_side) {
+                let (mut peer, mut local) = (TokioIo::new(peer), TokioIo::new(local));
+                let _ = tokio::io::copy_bidirectional(&mut peer, &mut local).await;
+            }
+        });
+    }
+    Ok(response)
+}

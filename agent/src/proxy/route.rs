@@ -1,0 +1,288 @@
+//! The live state of one upstream: its endpoints with their balancing and ejection state, and
+//! its retry budget. The pure policies live in [`crate::policy`]; this wraps them behind a lock,
+//! feeds them the clock, follows gossip's endpoint list and turns transitions into logs and
+//! metrics. Shared by the TCP and HTTP paths and read by `/v1/routes`.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use plexus_protocol::{AppProtocol, ServiceName};
+use rand::rngs::SmallRng;
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::Upstream;
+use crate::gossip::MeshView;
+use crate::policy::balance::BalanceConfig;
+use crate::policy::outlier::{Ejection, Transition};
+use crate::policy::retry::RetryBudget;
+use crate::policy::route::EndpointSet;
+use crate::policy::Outcome;
+use crate::telemetry::{names, Telemetry};
+
+struct RouteState {
+    endpoints: EndpointSet,
+    budget: RetryBudget,
+    rng: SmallRng,
+    view: watch::Receiver<Arc<MeshView>>,
+    /// Latency of successful attempts (µs), for the hedging delay; reset every minute.
+    latency: Histogram<u64>,
+    latency_since: Instant,
+}
+
+/// One upstream's routing state.
+pub struct Route {
+    upstream: Upstream,
+    telemetry: Telemetry,
+    state: Mutex<RouteState>,
+}
+
+/// `/v1/routes`: one upstream.
+#[derive(Debug, Clone, Serialize)]
+pub struct RouteReading {
+    pub service: String,
+    pub listen: SocketAddr,
+    pub protocol: &'static str,
+    pub discovery: &'static str,
+    pub endpoints: Vec<EndpointJson>,
+    pub retry_budget: BudgetJson,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct EndpointJson {
+    pub address: SocketAddr,
+    pub node_id: Option<String>,
+    pub ewma_ms: f64,
+    pub in_flight: u32,
+    pub weight: f64,
+    pub state: &'static str,
+    /// Seconds until an ejection ends.
+    pub ejected_for_s: Option<f64>,
+    pub ejections: u32,
+}
+
+#[derive(Debug, Clone, Serialize)]
+pub struct BudgetJson {
+    pub requests: u64,
+    pub retries: u64,
+    pub available: u64,
+    pub ratio: f64,
+    pub min_per_second: u32,
+}
+
+const LATENCY_RESET: Duration = Duration::from_secs(60);
+
+impl Route {
+    pub fn new(
+        upstream: Upstream,
+        telemetry: Telemetry,
+        view: watch::Receiver<Arc<MeshView>>,
+    ) -> Self {
+        let now = Instant::now();
+        let mut endpoints = EndpointSet::new(BalanceConfig::default(), upstream.outlier, now);
+        let initial = endpoint_list(&upstream, &view.borrow());
+        endpoints.sync(&initial, now);
+        let seed = rand::rng().random();
+        let state = RouteState {
+            endpoints,
+            budget: RetryBudget::new(upstream.requests.retry_budget, now),
+            rng: SmallRng::seed_from_u64(seed),
+            view,
+            latency: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds"),
+            latency_since: now,
+        };
+        Self {
+            upstream,
+            telemetry,
+            state: Mutex::new(state),
+        }
+    }
+
+    pub fn upstream(&self) -> &Upstream {
+        &self.upstream
+    }
+
+    pub fn service(&self) -> &ServiceName {
+        &self.upstream.service
+    }
+
+    fn lock(&self) -> MutexGuard<'_, RouteState> {
+        self.state.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// How to carry a new app connection: as configured, else as gossip says the service
+    /// speaks, else TCP.
+    pub fn protocol(&self) -> AppProtocol {
+        match self.upstream.protocol {
+            Some(p) => p.wire(),
+            None => self
+                .lock()
+                .view
+                .borrow()
+                .protocol(&self.upstream.service)
+                .unwrap_or(AppProtocol::Tcp),
+        }
+    }
+
+    /// Chooses an endpoint for an attempt, avoiding `exclude`; `None` when none may take it.
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let state = &mut *state;
+        if state.view.has_changed().unwrap_or(false) {
+            let view = state.view.borrow_and_update().clone();
+            state
+                .endpoints
+                .sync(&endpoint_list(&self.upstream, &view), now);
+        }
+        for (addr, transition) in state.endpoints.tick(now) {
+            self.transition(addr, transition);
+        }
+        let rng = &mut state.rng;
+        state
+            .endpoints
+            .pick(now, |n| rng.random_range(0..n), exclude)
+    }
+
+    /// Records how an attempt to `addr` ended.
+    pub fn finish(&self, addr: SocketAddr, rtt: Duration, outcome: Outcome) {
+        let now = Instant::now();
+        let mut state = self.lock();
+        if outcome == Outcome::Success {
+            let micros = u64::try_from(rtt.as_micros()).unwrap_or(u64::MAX).max(1);
+            if now.saturating_duration_since(state.latency_since) >= LATENCY_RESET {
+                state.latency.reset();
+                state.latency_since = now;
+            }
+            let _ = state.latency.record(micros.min(60_000_000));
+        }
+        if let Some(transition) = state.endpoints.finish(addr, now, rtt, outcome) {
+            drop(state);
+            self.transition(addr, transition);
+        }
+    }
+
+    /// How many endpoints the upstream has now.
+    pub fn endpoint_count(&self) -> usize {
+        self.lock().endpoints.len()
+    }
+
+    /// An original request (not a retry) starts: it adds to the retry budget.
+    pub fn request(&self) {
+        self.lock().budget.request(Instant::now());
+    }
+
+    /// Spends one retry if the budget allows.
+    pub fn try_retry(&self) -> bool {
+        self.lock().budget.try_retry(Instant::now())
+    }
+
+    /// The p95 of recent successful attempts, once there are enough of them.
+    pub fn p95(&self) -> Option<Duration> {
+        let state = self.lock();
+        (state.latency.len() >= 20)
+            .then(|| Duration::from_micros(state.latency.value_at_quantile(0.95)))
+    }
+
+    fn transition(&self, addr: SocketAddr, transition: Transition) {
+        let service = self.upstream.service.as_str();
+        let endpoint = addr.to_string();
+        match transition {
+            Transition::Ejected(reason) => {
+                tracing::warn!(%service, %endpoint, reason = reason.label(), "endpoint ejected");
+                self.telemetry
+                    .counter(
+                        names::EJECTIONS,
+                        &[
+                            ("service", service),
+                            ("endpoint", &endpoint),
+                            ("reason", reason.label()),
+                        ],
+                    )
+                    .increment(1);
+            }
+            Transition::Probing => {
+                tracing::info!(%service, %endpoint, "ejection over; probing endpoint");
+            }
+            Transition::Returned => {
+                tracing::info!(%service, %endpoint, "endpoint returned after a successful probe");
+            }
+        }
+        let ejected = !matches!(transition, Transition::Returned);
+        self.telemetry
+            .gauge(
+                names::ENDPOINT_EJECTED,
+                &[("service", service), ("endpoint", &endpoint)],
+            )
+            .set(if ejected { 1.0 } else { 0.0 });
+    }
+
+    /// This upstream as `/v1/routes` shows it.
+    pub fn reading(&self) -> RouteReading {
+        let now = Instant::now();
+        let mut state = self.lock();
+        let view = state.view.borrow().clone();
+        let members: Vec<(SocketAddr, String)> = view
+            .members
+            .iter()
+            .map(|m| (m.address, m.node_id.clone()))
+            .collect();
+        let endpoints = state
+            .endpoints
+            .readings(now)
+            .into_iter()
+            .map(|e| EndpointJson {
+                address: e.addr,
+                node_id: members
+                    .iter()
+                    .find(|(a, _)| *a == e.addr)
+                    .map(|(_, n)| n.clone()),
+                ewma_ms: e.cost.as_secs_f64() * 1e3,
+                in_flight: e.in_flight,
+                weight: e.weight,
+                state: e.state.label(),
+                ejected_for_s: match e.state {
+                    Ejection::Ejected { until } => {
+                        Some(until.saturating_duration_since(now).as_secs_f64())
+                    }
+                    _ => None,
+                },
+                ejections: e.ejections,
+            })
+            .collect();
+        let budget = state.budget.reading(now);
+        drop(state);
+        RouteReading {
+            service: self.upstream.service.to_string(),
+            listen: self.upstream.listen,
+            protocol: self.protocol().as_label(),
+            discovery: if self.upstream.endpoints.is_empty() {
+                "gossip"
+            } else {
+                "static"
+            },
+            endpoints,
+            retry_budget: BudgetJson {
+                requests: budget.requests,
+                retries: budget.retries,
+                available: budget.available,
+                ratio: self.upstream.requests.retry_budget.ratio,
+                min_per_second: self.upstream.requests.retry_budget.min_per_second,
+            },
+        }
+    }
+}
+
+/// The static override, or the agents gossip says serve the service (live, not leaving,
+/// ready), sorted by node ID.
+fn endpoint_list(upstream: &Upstream, view: &MeshView) -> Vec<SocketAddr> {
+    if upstream.endpoints.is_empty() {
+        view.endpoints(&upstream.service)
+    } else {
+        upstream.endpoints.clone()
+    }
+}
