@@ -111,6 +111,9 @@ pub enum CtlCommand {
     Peers,
     /// Every service in the mesh and its endpoints, with readiness and load.
     Services,
+    /// Per upstream: endpoints with EWMA latency, in-flight, weight, ejection state, and the
+    /// retry budget; per hosted service: the adaptive concurrency limit and shed count.
+    Routes,
     /// The dependency map: which service calls which, with request and error rates.
     Graph {
         /// Output format (ignored with --json).
@@ -254,6 +257,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     CtlCommand::Status => crate::ctl::print_status(admin, json).await,
                     CtlCommand::Peers => crate::ctl::print_peers(admin, json).await,
                     CtlCommand::Services => crate::ctl::print_services(admin, json).await,
+                    CtlCommand::Routes => crate::ctl::print_routes(admin, json).await,
                     CtlCommand::Graph { format } => {
                         crate::ctl::print_graph(admin, json, format).await
                     }

@@ -109,7 +109,9 @@ pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
 }
 
 mod mesh;
+mod routes;
 pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
+pub use routes::routes_table;
 
 /// GETs a JSON document from the admin API.
 async fn get_json(admin: SocketAddr, path: &str) -> Result<(String, serde_json::Value), String> {
@@ -151,6 +153,17 @@ pub async fn print_graph(admin: SocketAddr, json: bool, format: GraphFormat) -> 
         (true, _) => print!("{body}"),
         (false, GraphFormat::Text) => print!("{}", graph_text(&value)),
         (false, GraphFormat::Dot) => print!("{}", graph_dot(&value)),
+    }
+    Ok(())
+}
+
+/// `plexus ctl routes`.
+pub async fn print_routes(admin: SocketAddr, json: bool) -> Result<(), String> {
+    let (body, value) = get_json(admin, "/v1/routes").await?;
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", routes_table(&value));
     }
     Ok(())
 }

@@ -392,3 +392,50 @@ async fn a_failing_http_health_check_makes_the_service_unready() {
         .await
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hedged_requests_hide_a_stalled_endpoint() {
+    let m = HttpMesh::start(3, &[], "hedge = true").await;
+    for b in &m.backends {
+        b.behaviour.set_delay(Duration::from_millis(2));
+    }
+    m.load(1, 100).await; // the upstream learns its p95
+    m.backends[2].behaviour.set_delay(Duration::from_secs(2));
+    let mut client = Client::h1(m.app()).await;
+    let mut slowest = Duration::ZERO;
+    for _ in 0..40 {
+        let started = Instant::now();
+        let answer = client.get("/hedge").await.unwrap();
+        assert_eq!(answer.status, 200);
+        assert_ne!(answer.backend(), Some("b2"));
+        slowest = slowest.max(started.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(1000),
+        "slowest answer took {slowest:?}"
+    );
+    assert!(
+        m.backends[2].behaviour.hits() >= 1,
+        "the stalled endpoint was tried"
+    );
+    assert!(agent_metric(&m.caller, "plexus_hedges_total{service=\"api\"}") >= 1.0);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ctl_routes_shows_endpoints_and_limits() {
+    let m = HttpMesh::start(2, &[], "").await;
+    m.load(1, 20).await;
+    let admin = m.caller.admin_addr.to_string();
+    let (code, out, err) = plexus_tests::run_plexus(&["ctl", "--admin", &admin, "routes"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("api (http, static endpoints"), "{out}");
+    for server in &m.servers {
+        assert!(out.contains(&server.quic_addr.to_string()), "{out}");
+    }
+    let admin = m.servers[0].admin_addr.to_string();
+    let (code, out, _) = plexus_tests::run_plexus(&["ctl", "--admin", &admin, "routes", "--json"]);
+    assert_eq!(code, 0);
+    let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
+    assert_eq!(routes["services"][0]["service"], "api");
+    assert!(routes["services"][0]["concurrency_limit"].as_u64().unwrap() >= 4);
+}
