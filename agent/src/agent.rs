@@ -276,6 +276,9 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })
     .await
     .map_err(|e| StartError::Gossip(format!("{e:#}")))?;
+    let spans = config.otlp_endpoint.clone().map(|endpoint| {
+        crate::telemetry::otlp::start(endpoint, config.node_id.to_string(), &telemetry)
+    });
     let proxies: Vec<(Arc<UpstreamProxy>, TcpListener, SocketAddr)> = upstream_listeners
         .into_iter()
         .map(|(upstream, listener, bound)| {
@@ -285,6 +288,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
                 telemetry.clone(),
                 gossip.view(),
                 load.clone(),
+                spans.clone(),
             );
             (Arc::new(proxy), listener, bound)
         })
@@ -320,6 +324,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         &config.services,
         telemetry.clone(),
         load.clone(),
+        spans,
     ));
     tasks.spawn(accept_peers(
         endpoint.clone(),

@@ -34,6 +34,8 @@ pub struct AgentConfig {
     pub admin: SocketAddr,
     pub transport: TransportSettings,
     pub gossip: crate::gossip::GossipSettings,
+    /// `[telemetry] otlp_endpoint`: where to send request spans (OTLP/HTTP JSON), if anywhere.
+    pub otlp_endpoint: Option<hyper::Uri>,
     pub services: Vec<LocalService>,
     pub upstreams: Vec<Upstream>,
     pub trust: TrustBundle,

@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub gossip: RawGossip,
     #[serde(default)]
+    pub telemetry: RawTelemetry,
+    #[serde(default)]
     pub service: Vec<RawService>,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
@@ -40,6 +42,12 @@ pub struct RawTls {
 pub struct RawTransport {
     pub idle_timeout: Option<String>,
     pub keep_alive: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

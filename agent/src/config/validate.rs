@@ -198,6 +198,19 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     }
 
     let defaults = crate::gossip::GossipSettings::default();
+    let otlp_endpoint = raw.telemetry.otlp_endpoint.as_deref().and_then(|e| {
+        let uri = match e.parse::<hyper::Uri>() {
+            Ok(uri) if uri.scheme_str() == Some("http") && uri.authority().is_some() => uri,
+            _ => {
+                c.error(
+                    "telemetry.otlp_endpoint",
+                    format!("{e:?} is not an http:// URL; write e.g. \"http://127.0.0.1:4318/v1/traces\""),
+                );
+                return None;
+            }
+        };
+        Some(uri)
+    });
     let gossip = crate::gossip::GossipSettings {
         interval: c.duration(
             "gossip.interval",
@@ -333,6 +346,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 admin,
                 transport,
                 gossip,
+                otlp_endpoint,
                 services,
                 upstreams,
                 trust,

@@ -40,7 +40,12 @@ pub struct InboundProxy {
 }
 
 impl InboundProxy {
-    pub fn new(services: &[LocalService], telemetry: Telemetry, load: LoadBook) -> Self {
+    pub fn new(
+        services: &[LocalService],
+        telemetry: Telemetry,
+        load: LoadBook,
+        spans: Option<crate::telemetry::otlp::SpanSink>,
+    ) -> Self {
         let services = services
             .iter()
             .map(|s| {
@@ -56,7 +61,7 @@ impl InboundProxy {
             .collect();
         Self {
             services,
-            http: LocalHttp::new(load.clone(), telemetry.clone()),
+            http: LocalHttp::new(load.clone(), telemetry.clone(), spans),
             telemetry,
             load,
         }

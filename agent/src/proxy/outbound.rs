@@ -62,6 +62,7 @@ impl UpstreamProxy {
         telemetry: Telemetry,
         view: watch::Receiver<Arc<MeshView>>,
         load: LoadBook,
+        spans: Option<crate::telemetry::otlp::SpanSink>,
     ) -> Self {
         let counters = SpliceCounters::new(&telemetry, upstream.service.as_str(), "outbound");
         let route = Arc::new(Route::new(upstream.clone(), telemetry.clone(), view));
@@ -70,6 +71,7 @@ impl UpstreamProxy {
             pool.clone(),
             telemetry.clone(),
             load.clone(),
+            spans,
         ));
         Self {
             upstream,

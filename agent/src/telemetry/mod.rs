@@ -7,6 +7,7 @@
 
 mod host;
 mod load;
+pub mod otlp;
 mod window;
 
 pub use host::{HostSampler, HostUsage};
@@ -44,6 +45,8 @@ pub mod names {
     pub const ENDPOINT_EJECTED: &str = "plexus_endpoint_ejected";
     pub const CONCURRENCY_LIMIT: &str = "plexus_concurrency_limit";
     pub const SHED: &str = "plexus_shed_total";
+    pub const SPANS_EXPORTED: &str = "plexus_spans_exported_total";
+    pub const SPANS_DROPPED: &str = "plexus_spans_dropped_total";
 }
 
 /// An agent's metric registry and its Prometheus renderer.

@@ -6,6 +6,7 @@ mod config_errors;
 mod failures;
 mod gossip;
 mod http;
+mod otlp;
 mod proxy;
 mod restart;
 mod tls;

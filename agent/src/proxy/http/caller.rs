@@ -22,6 +22,7 @@ use super::{
 };
 use crate::policy::Outcome;
 use crate::proxy::route::Route;
+use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 use crate::transport::{write_message, PeerPool};
 
@@ -94,6 +95,7 @@ pub struct HttpCaller {
     pool: Arc<PeerPool>,
     telemetry: Telemetry,
     load: LoadBook,
+    spans: Option<SpanSink>,
 }
 
 impl HttpCaller {
@@ -102,12 +104,14 @@ impl HttpCaller {
         pool: Arc<PeerPool>,
         telemetry: Telemetry,
         load: LoadBook,
+        spans: Option<SpanSink>,
     ) -> Self {
         Self {
             route,
             pool,
             telemetry,
             load,
+            spans,
         }
     }
 
@@ -137,7 +141,30 @@ impl HttpCaller {
             span_id = %trace.span_id_hex(),
             parent_id = %trace.parent_id_hex(),
         );
-        self.forward(request, trace).instrument(span).await
+        let started = std::time::SystemTime::now();
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let response = self.forward(request, trace).instrument(span).await;
+        if let Some(spans) = &self.spans {
+            let status = response.status();
+            spans.record(SpanRecord {
+                trace_id: trace.trace_id,
+                span_id: trace.span_id,
+                parent_id: trace.parent_id,
+                name: "plexus.request",
+                kind: SpanKind::Client,
+                start: started,
+                end: std::time::SystemTime::now(),
+                attributes: vec![
+                    ("http.request.method", method),
+                    ("url.path", path),
+                    ("http.response.status_code", status.as_u16().to_string()),
+                    ("plexus.service", self.route.service().to_string()),
+                ],
+                error: status.is_server_error(),
+            });
+        }
+        response
     }
 
     async fn forward(

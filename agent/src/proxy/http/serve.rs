@@ -17,6 +17,7 @@ use tracing::Instrument;
 use super::body::{boxed, Metered, ProxyBody};
 use super::trace::{TraceContext, TRACEPARENT};
 use super::{agent_answer, is_upgrade, overloaded_answer, strip_hop_by_hop};
+use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 
 /// Idle local connections kept per service.
@@ -28,10 +29,11 @@ pub struct LocalHttp {
     client: Client<HttpConnector, ProxyBody>,
     load: LoadBook,
     telemetry: Telemetry,
+    spans: Option<SpanSink>,
 }
 
 impl LocalHttp {
-    pub fn new(load: LoadBook, telemetry: Telemetry) -> Self {
+    pub fn new(load: LoadBook, telemetry: Telemetry, spans: Option<SpanSink>) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
@@ -43,6 +45,7 @@ impl LocalHttp {
             client,
             load,
             telemetry,
+            spans,
         }
     }
 
@@ -92,9 +95,34 @@ impl LocalHttp {
             span_id = %trace.span_id_hex(),
             parent_id = %trace.parent_id_hex(),
         );
-        self.forward(service, address, request, trace)
+        let started = std::time::SystemTime::now();
+        let method = request.method().to_string();
+        let path = request.uri().path().to_owned();
+        let response = self
+            .forward(service.clone(), address, request, trace)
             .instrument(span)
-            .await
+            .await;
+        if let Some(spans) = &self.spans {
+            let status = response.status();
+            spans.record(SpanRecord {
+                trace_id: trace.trace_id,
+                span_id: trace.span_id,
+                parent_id: trace.parent_id,
+                name: "plexus.serve",
+                kind: SpanKind::Server,
+                start: started,
+                end: std::time::SystemTime::now(),
+                attributes: vec![
+                    ("http.request.method", method),
+                    ("url.path", path),
+                    ("http.response.status_code", status.as_u16().to_string()),
+                    ("plexus.service", service.to_string()),
+                    ("plexus.peer", peer.to_string()),
+                ],
+                error: status.is_server_error(),
+            });
+        }
+        response
     }
 
     async fn forward(
