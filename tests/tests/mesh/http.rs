@@ -439,3 +439,32 @@ async fn ctl_routes_shows_endpoints_and_limits() {
     assert_eq!(routes["services"][0]["service"], "api");
     assert!(routes["services"][0]["concurrency_limit"].as_u64().unwrap() >= 4);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn per_try_and_request_timeouts_bound_a_hanging_service() {
+    let m = HttpMesh::start(
+        2,
+        &[],
+        "try_timeout = \"200ms\"\nrequest_timeout = \"500ms\"\nretries = 5",
+    )
+    .await;
+    for b in &m.backends {
+        b.behaviour.set_delay(Duration::from_secs(5));
+    }
+    let mut client = Client::h1(m.app()).await;
+    let started = Instant::now();
+    let answer = client.get("/hang").await.unwrap();
+    let took = started.elapsed();
+    assert_eq!(answer.status, 504, "{answer:?}");
+    assert_eq!(answer.headers["plexus-error"], "timeout");
+    assert!(
+        took >= Duration::from_millis(400) && took < Duration::from_millis(1500),
+        "answered after {took:?}"
+    );
+    // Two tries of 200 ms fit, the third is cut at the request deadline.
+    let tries = agent_metric(
+        &m.caller,
+        "plexus_retries_total{service=\"api\",reason=\"timeout\"}",
+    );
+    assert!(tries >= 1.0, "per-try timeouts were retried");
+}
