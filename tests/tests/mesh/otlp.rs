@@ -109,5 +109,11 @@ async fn both_agents_export_a_span_per_request_in_the_callers_trace() {
         "the serving agent's span is the caller's child"
     );
     assert_eq!(client_span["name"], "plexus.request");
-    assert!(agent_metric(&caller, "plexus_spans_exported_total") >= 1.0);
+    // Counted once the collector's answer is back, a moment after it stored the spans.
+    assert!(
+        eventually(Duration::from_secs(5), async || {
+            agent_metric(&caller, "plexus_spans_exported_total") >= 1.0
+        })
+        .await
+    );
 }
