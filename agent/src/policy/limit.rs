@@ -1,20 +1,25 @@
 //! The adaptive concurrency limit in front of a local service, after Envoy's adaptive
 //! concurrency filter (a gradient controller) and Netflix's concurrency-limits.
 //!
-//! - The **baseline** is the service's latency without queueing. It is measured in the first
-//!   window (at the initial limit) and again every [`LimitConfig::baseline_interval`]: for one
-//!   window the limit drops to a quarter (at least `min`), and the average latency of requests
-//!   admitted in that window becomes the baseline. Any later window faster than it lowers it.
+//! - The **baseline** is the service's latency without queueing. It is measured passively from
+//!   requests admitted while few others were in flight (at most a quarter of the limit, and at
+//!   least `min`): the median of [`LimitConfig::window_samples`] of them. It is measured at
+//!   start and again every [`LimitConfig::baseline_interval`]; a later window faster than it
+//!   lowers it. Nothing is shed to measure it (Envoy lowers the limit for the measurement,
+//!   which sheds callers of a single endpoint); under sustained high concurrency the previous
+//!   baseline stays until low-concurrency requests occur again.
 //! - Latencies are gathered into **windows** (at least `window_samples` requests and
-//!   `window_time`). After each window the limit moves toward
-//!   `limit × clamp(tolerance × baseline ÷ window average, ½, 1) + √limit`, blended in by
-//!   `smoothing`: queueing (latency above tolerance × baseline) shrinks it, at most halving,
-//!   and otherwise it grows by a queue allowance of √limit.
+//!   `window_time`). After each window, with `allowed = max(tolerance × baseline, baseline +
+//!   min_queueing)`, the limit moves toward `limit × clamp(allowed ÷ window average, ½, 1) +
+//!   √limit`, blended in by `smoothing`: queueing shrinks it (at most halving the target), and
+//!   otherwise it grows by a queue allowance of √limit. `min_queueing` keeps scheduling jitter
+//!   of a sub-millisecond service from reading as queueing.
 //! - A limit that is not used (fewer than half its slots were in flight) does not grow.
 //! - Requests over the limit are shed and counted.
 //!
-//! (A baseline that only follows a moving average would drift up with the queue it is meant to
-//! detect; measuring it at low concurrency is what Envoy does for the same reason.)
+//! (A baseline that only follows a moving average of all requests drifts up with the very
+//! queue it should detect: the first version of this limiter grew to its maximum under
+//! queueing.)
 
 use std::time::Duration;
 
@@ -33,12 +38,14 @@ pub struct LimitConfig {
     pub window_samples: u32,
     pub window_time: Duration,
     pub baseline_interval: Duration,
+    /// Queueing always tolerated on top of the baseline.
+    pub min_queueing: Duration,
 }
 
 impl Default for LimitConfig {
     fn default() -> Self {
         Self {
-            initial: 20,
+            initial: 32,
             min: 4,
             max: 1024,
             tolerance: 1.5,
@@ -46,6 +53,7 @@ impl Default for LimitConfig {
             window_samples: 10,
             window_time: Duration::from_millis(100),
             baseline_interval: Duration::from_secs(60),
+            min_queueing: Duration::from_millis(2),
         }
     }
 }
@@ -54,17 +62,8 @@ impl Default for LimitConfig {
 #[derive(Debug)]
 #[must_use]
 pub struct Permit {
-    window: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq)]
-enum Phase {
-    /// Measuring the baseline: the limit is `min` until the window completes; `resume` is the
-    /// limit to return to.
-    Baseline {
-        resume: f64,
-    },
-    Steady,
+    /// Admitted while few requests were in flight: its latency can measure the baseline.
+    quiet: bool,
 }
 
 /// The limit of one local service.
@@ -72,15 +71,15 @@ enum Phase {
 pub struct ConcurrencyLimit {
     config: LimitConfig,
     limit: f64,
-    phase: Phase,
     in_flight: u32,
-    /// Numbers the windows, so a baseline counts only requests admitted inside it.
-    window: u64,
     window_peak: u32,
     window_start: Instant,
     window_sum: Duration,
     window_count: u32,
     baseline: Option<Duration>,
+    /// Gathering quiet samples for a new baseline.
+    measuring: bool,
+    quiet: Vec<Duration>,
     next_baseline: Instant,
     shed: u64,
 }
@@ -99,24 +98,22 @@ impl ConcurrencyLimit {
         let max = config.max.max(1);
         let min = config.min.clamp(1, max);
         let config = LimitConfig { min, max, ..config };
-        let initial = f64::from(config.initial.clamp(min, max));
         Self {
-            limit: initial,
-            phase: Phase::Baseline { resume: initial },
+            limit: f64::from(config.initial.clamp(min, max)),
             config,
             in_flight: 0,
-            window: 0,
             window_peak: 0,
             window_start: now,
             window_sum: Duration::ZERO,
             window_count: 0,
             baseline: None,
-            next_baseline: now + config.baseline_interval,
+            measuring: true,
+            quiet: Vec::new(),
+            next_baseline: now,
             shed: 0,
         }
     }
 
-    /// The limit now (during a baseline measurement, a quarter of it).
     pub fn limit(&self) -> u32 {
         self.limit as u32
     }
@@ -138,8 +135,9 @@ impl ConcurrencyLimit {
         }
         self.in_flight += 1;
         self.window_peak = self.window_peak.max(self.in_flight);
+        let quiet_level = (self.limit() / 4).max(self.config.min);
         Some(Permit {
-            window: self.window,
+            quiet: self.in_flight <= quiet_level,
         })
     }
 
@@ -147,9 +145,20 @@ impl ConcurrencyLimit {
     /// latency says nothing about the service's queue (it failed to connect, the caller left).
     pub fn release(&mut self, permit: Permit, now: Instant, rtt: Duration, sample: bool) {
         self.in_flight = self.in_flight.saturating_sub(1);
-        let baseline_phase = matches!(self.phase, Phase::Baseline { .. });
-        if !sample || (baseline_phase && permit.window != self.window) {
+        if !sample {
             return;
+        }
+        if self.measuring && permit.quiet {
+            self.quiet.push(rtt);
+            if self.quiet.len() >= self.config.window_samples.max(1) as usize {
+                self.quiet.sort_unstable();
+                self.baseline = Some(self.quiet[(self.quiet.len() - 1) / 2]);
+                self.measuring = false;
+                self.quiet.clear();
+                self.next_baseline = now + self.config.baseline_interval;
+            }
+        } else if !self.measuring && now >= self.next_baseline {
+            self.measuring = true;
         }
         self.window_sum += rtt;
         self.window_count += 1;
@@ -159,24 +168,7 @@ impl ConcurrencyLimit {
             return;
         }
         let average = self.window_sum / self.window_count;
-        match self.phase {
-            Phase::Baseline { resume } => {
-                self.baseline = Some(average);
-                self.limit = resume;
-                self.phase = Phase::Steady;
-                self.next_baseline = now + self.config.baseline_interval;
-            }
-            Phase::Steady => {
-                self.update(average);
-                if now >= self.next_baseline {
-                    // A quarter of the limit drains most of any queue without shedding most
-                    // of the traffic while the baseline is measured.
-                    self.phase = Phase::Baseline { resume: self.limit };
-                    self.limit = (self.limit / 4.0).max(f64::from(self.config.min)).floor();
-                }
-            }
-        }
-        self.window += 1;
+        self.update(average);
         self.window_start = now;
         self.window_sum = Duration::ZERO;
         self.window_count = 0;
@@ -196,8 +188,11 @@ impl ConcurrencyLimit {
         if f64::from(self.window_peak) < self.limit / 2.0 {
             return; // not using the limit: no evidence it could be higher
         }
-        let ratio = baseline.as_secs_f64() / average.as_secs_f64().max(1e-9);
-        let gradient = (self.config.tolerance * ratio).clamp(0.5, 1.0);
+        let allowed = baseline
+            .mul_f64(self.config.tolerance)
+            .max(baseline + self.config.min_queueing);
+        let ratio = allowed.as_secs_f64() / average.as_secs_f64().max(1e-9);
+        let gradient = ratio.clamp(0.5, 1.0);
         let target = self.limit * gradient + self.limit.sqrt();
         let smoothed = self.limit * (1.0 - self.config.smoothing) + target * self.config.smoothing;
         self.limit = smoothed.clamp(f64::from(self.config.min), f64::from(self.config.max));

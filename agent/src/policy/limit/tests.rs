@@ -2,9 +2,9 @@ use super::*;
 
 const MS: Duration = Duration::from_millis(1);
 
-/// A service with `workers` parallel workers and `base` service time; `demand` callers keep a
-/// request outstanding each. One round: admit what the limit allows, then all of them finish
-/// after the queueing latency. Returns the limit after each round.
+/// A service with `workers` parallel workers, `base` service time and a FIFO queue; `demand`
+/// callers keep a request outstanding each. One round: admit what the limit allows; the k-th
+/// admitted request finishes after `base × ⌈k ÷ workers⌉`. Returns the limit after each round.
 fn simulate(
     limit: &mut ConcurrencyLimit,
     t0: Instant,
@@ -12,16 +12,26 @@ fn simulate(
     demand: u32,
     workers: u32,
 ) -> Vec<u32> {
-    let base = 10 * MS;
+    simulate_with(limit, t0, 10 * MS, rounds, demand, workers)
+}
+
+fn simulate_with(
+    limit: &mut ConcurrencyLimit,
+    t0: Instant,
+    base: Duration,
+    rounds: u32,
+    demand: u32,
+    workers: u32,
+) -> Vec<u32> {
     let mut now = t0;
     let mut limits = Vec::new();
     for _ in 0..rounds {
         let permits: Vec<Permit> = (0..demand).filter_map(|_| limit.try_acquire()).collect();
         let admitted = permits.len() as u32;
-        let queueing = f64::from(admitted.max(1)) / f64::from(workers);
-        let rtt = base.mul_f64(queueing.max(1.0));
-        now += rtt.max(limit.config.window_time);
-        for permit in permits {
+        let last = base * admitted.max(1).div_ceil(workers);
+        now += last.max(limit.config.window_time);
+        for (k, permit) in permits.into_iter().enumerate() {
+            let rtt = base * (k as u32 + 1).div_ceil(workers);
             limit.release(permit, now, rtt, true);
         }
         limits.push(limit.limit());
@@ -56,7 +66,7 @@ fn an_unused_limit_does_not_grow() {
     let t0 = Instant::now();
     let mut limit = ConcurrencyLimit::new(LimitConfig::default(), t0);
     let limits = simulate(&mut limit, t0, 200, 3, 1000);
-    assert_eq!(*limits.last().unwrap(), 20);
+    assert_eq!(*limits.last().unwrap(), LimitConfig::default().initial);
     assert_eq!(limit.reading().shed, 0);
 }
 
@@ -105,18 +115,54 @@ fn bounds_are_kept_even_when_configured_backwards() {
 }
 
 #[test]
-fn the_baseline_is_measured_again_at_low_concurrency() {
+fn the_baseline_comes_from_quiet_requests_without_shedding_any() {
+    let t0 = Instant::now();
+    let mut limit = ConcurrencyLimit::new(LimitConfig::default(), t0);
+    // 24 callers, 4 workers: most requests queue, none is shed for the measurement.
+    simulate(&mut limit, t0, 3, 24, 4);
+    assert_eq!(limit.reading().baseline, Some(10 * MS));
+    assert_eq!(limit.reading().shed, 0);
+}
+
+#[test]
+fn the_baseline_is_measured_again_and_follows_a_slower_service() {
     let t0 = Instant::now();
     let config = LimitConfig {
         baseline_interval: Duration::from_secs(10),
         ..LimitConfig::default()
     };
     let mut limit = ConcurrencyLimit::new(config, t0);
-    let limits = simulate(&mut limit, t0, 300, 200, 16);
-    let dips = limits
-        .windows(2)
-        .filter(|w| w[1] <= w[0] / 4 + 1 && w[0] > 8)
-        .count();
-    assert!(dips >= 2, "{limits:?}");
+    simulate_with(&mut limit, t0, 10 * MS, 100, 8, 1000);
     assert_eq!(limit.reading().baseline, Some(10 * MS));
+    // The service now needs 30 ms per request (a new version, a slower disk).
+    simulate_with(
+        &mut limit,
+        t0 + Duration::from_secs(100),
+        30 * MS,
+        400,
+        8,
+        1000,
+    );
+    assert_eq!(limit.reading().baseline, Some(30 * MS));
+    assert_eq!(limit.reading().shed, 0);
+}
+
+#[test]
+fn scheduling_jitter_of_a_fast_service_is_not_queueing() {
+    let t0 = Instant::now();
+    let mut limit = ConcurrencyLimit::new(LimitConfig::default(), t0);
+    // 100 µs service; windows of 1.5 ms average (15 × baseline, under baseline + 2 ms).
+    for k in 0..200u32 {
+        let permits: Vec<Permit> = (0..40).filter_map(|_| limit.try_acquire()).collect();
+        let now = t0 + Duration::from_millis(100) * (k + 1);
+        for (i, permit) in permits.into_iter().enumerate() {
+            let rtt = if i < 8 {
+                Duration::from_micros(100)
+            } else {
+                Duration::from_micros(1500)
+            };
+            limit.release(permit, now, rtt, true);
+        }
+    }
+    assert!(limit.limit() >= 40, "limit {}", limit.limit());
 }
