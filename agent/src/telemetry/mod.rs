@@ -45,6 +45,7 @@ pub mod names {
     pub const ENDPOINT_EJECTED: &str = "plexus_endpoint_ejected";
     pub const CONCURRENCY_LIMIT: &str = "plexus_concurrency_limit";
     pub const SHED: &str = "plexus_shed_total";
+    pub const HTTP_STREAMS_OPENED: &str = "plexus_http_streams_opened_total";
     pub const SPANS_EXPORTED: &str = "plexus_spans_exported_total";
     pub const SPANS_DROPPED: &str = "plexus_spans_dropped_total";
 }

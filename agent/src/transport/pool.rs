@@ -214,7 +214,7 @@ fn tls_alert(reason: &quinn::ConnectionError) -> Option<u64> {
     match reason {
         quinn::ConnectionError::ConnectionClosed(close) => {
             let code = u64::from(close.error_code);
-            (0x100..0x200).contains(&code).then_some(code - 0x100)
+            (0x100..0x200).contains(&code).then(|| code - 0x100)
         }
         _ => None,
     }

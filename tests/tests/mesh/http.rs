@@ -289,11 +289,17 @@ async fn when_every_endpoint_fails_the_app_gets_a_clear_503_quickly() {
 async fn http_semantics_pass_through() {
     let m = HttpMesh::start(1, &[], "").await;
     let app = m.app();
-    // Keep-alive: several requests on one connection.
+    // Keep-alive: several requests on one connection, and on one stream between the agents.
     let mut client = Client::h1(app).await;
     for _ in 0..3 {
         assert_eq!(client.get("/a").await.unwrap().status, 200);
     }
+    let opened = "plexus_http_streams_opened_total{service=\"api\"}";
+    assert_eq!(
+        agent_metric(&m.caller, opened),
+        1.0,
+        "one stream carried all three"
+    );
     // A body past the 64 KiB replay buffer streams through intact.
     let big: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
     let req = Request::post("/echo")

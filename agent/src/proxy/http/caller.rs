@@ -11,11 +11,11 @@ use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
 use hyper_util::rt::{TokioExecutor, TokioIo};
-use plexus_protocol::{AppProtocol, StreamHeader};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
 use super::body::{boxed, Metered, ProxyBody, RequestBody, MAX_REPLAY_BODY};
+use super::streams::{ExchangeError, PeerStreams, Sender};
 use super::trace::{TraceContext, TRACEPARENT};
 use super::{
     agent_answer, is_idempotent, is_upgrade, strip_hop_by_hop, to_wire, ERROR, OVERLOADED,
@@ -24,15 +24,12 @@ use crate::policy::Outcome;
 use crate::proxy::route::Route;
 use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
-use crate::transport::{write_message, PeerPool};
+use crate::transport::PeerPool;
 
 /// Why an attempt produced no response.
 #[derive(Debug)]
 enum AttemptError {
-    /// The endpoint could not be reached or the stream not opened.
-    Connect(String),
-    /// The exchange broke after the request was sent.
-    Exchange(String),
+    Exchange(ExchangeError),
     Timeout,
 }
 
@@ -87,12 +84,14 @@ struct Tried {
     addr: SocketAddr,
     outcome: Outcome,
     response: Option<Response<Incoming>>,
+    /// The connection it came on, reusable once the response body has been read.
+    sender: Option<Sender>,
 }
 
 /// The HTTP side of one `[[upstream]]`.
 pub struct HttpCaller {
     route: Arc<Route>,
-    pool: Arc<PeerPool>,
+    streams: Arc<PeerStreams>,
     telemetry: Telemetry,
     load: LoadBook,
     spans: Option<SpanSink>,
@@ -106,9 +105,19 @@ impl HttpCaller {
         load: LoadBook,
         spans: Option<SpanSink>,
     ) -> Self {
+        let opened = telemetry.counter(
+            names::HTTP_STREAMS_OPENED,
+            &[("service", route.service().as_str())],
+        );
+        let streams = Arc::new(PeerStreams::new(
+            pool,
+            route.service().clone(),
+            route.upstream().timeout,
+            opened,
+        ));
         Self {
             route,
-            pool,
+            streams,
             telemetry,
             load,
             spans,
@@ -237,7 +246,8 @@ impl HttpCaller {
                     let response = tried_now
                         .response
                         .expect("a successful attempt has a response");
-                    return self.respond(started, response, app_upgrade);
+                    let reuse = tried_now.sender.map(|s| (tried_now.addr, s));
+                    return self.respond(started, response, app_upgrade, reuse);
                 }
                 Outcome::Overloaded => {
                     // The endpoint protects itself: go elsewhere, without spending the budget.
@@ -293,19 +303,23 @@ impl HttpCaller {
         budget: Duration,
     ) -> Tried {
         let addr = flight.addr;
-        let result = tokio::time::timeout(budget, self.exchange(addr, request))
+        // An upgrade takes its stream for good; everything else may reuse one.
+        let reusable = !is_upgrade(request.headers());
+        let exchange = self.streams.exchange(addr, request, reusable);
+        let result = tokio::time::timeout(budget, exchange)
             .await
-            .unwrap_or(Err(AttemptError::Timeout));
-        let (outcome, response) = match result {
-            Ok(response) => (classify(&response), Some(response)),
-            Err(AttemptError::Timeout) => (Outcome::Timeout, None),
-            Err(AttemptError::Connect(error)) => {
+            .map_err(|_| AttemptError::Timeout)
+            .and_then(|r| r.map_err(AttemptError::Exchange));
+        let (outcome, response, sender) = match result {
+            Ok((response, sender)) => (classify(&response), Some(response), sender),
+            Err(AttemptError::Timeout) => (Outcome::Timeout, None, None),
+            Err(AttemptError::Exchange(ExchangeError::Connect(error))) => {
                 tracing::info!(endpoint = %addr, %error, "endpoint unreachable");
-                (Outcome::ConnectFailure, None)
+                (Outcome::ConnectFailure, None, None)
             }
-            Err(AttemptError::Exchange(error)) => {
+            Err(AttemptError::Exchange(ExchangeError::Exchange(error))) => {
                 tracing::info!(endpoint = %addr, %error, "exchange with endpoint failed");
-                (Outcome::Failure, None)
+                (Outcome::Failure, None, None)
             }
         };
         let rtt = flight.finish(outcome);
@@ -326,6 +340,7 @@ impl HttpCaller {
             addr,
             outcome,
             response,
+            sender,
         }
     }
 
@@ -382,52 +397,13 @@ impl HttpCaller {
         }
     }
 
-    /// Sends `request` to `addr` on a new stream and waits for the response headers.
-    async fn exchange(
-        &self,
-        addr: SocketAddr,
-        request: Request<ProxyBody>,
-    ) -> Result<Response<Incoming>, AttemptError> {
-        let connect = |e: &dyn std::fmt::Display| AttemptError::Connect(e.to_string());
-        let timeout = self.route.upstream().timeout;
-        let peer = self
-            .pool
-            .connection(addr, timeout)
-            .await
-            .map_err(|e| connect(&e))?;
-        let (mut send, recv) = peer.connection.open_bi().await.map_err(|e| connect(&e))?;
-        let header = StreamHeader {
-            service: self.route.service().clone(),
-            open_budget_ms: u32::try_from(timeout.as_millis()).unwrap_or(u32::MAX),
-            protocol: AppProtocol::Http,
-        };
-        write_message(&mut send, &header)
-            .await
-            .map_err(|e| connect(&e))?;
-        let io = TokioIo::new(tokio::io::join(recv, send));
-        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| connect(&e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "stream to endpoint ended with an error");
-            }
-        });
-        let response = sender
-            .send_request(request)
-            .await
-            .map_err(|e| AttemptError::Exchange(e.to_string()))?;
-        self.pool.confirm(addr);
-        Ok(response)
-    }
-
     /// Hands the endpoint's response to the app, metering its body; completes an upgrade.
     fn respond(
         &self,
         started: Instant,
         mut response: Response<Incoming>,
         app_upgrade: Option<hyper::upgrade::OnUpgrade>,
+        reuse: Option<(SocketAddr, Sender)>,
     ) -> Response<ProxyBody> {
         if let (Some(app), StatusCode::SWITCHING_PROTOCOLS) = (app_upgrade, response.status()) {
             let peer = hyper::upgrade::on(&mut response);
@@ -442,7 +418,21 @@ impl HttpCaller {
                 }
             });
         }
-        self.answered(started, response.map(boxed))
+        let answer = self.answered(started, response.map(boxed));
+        match reuse {
+            // The connection goes back for the next request once the app has read the body.
+            Some((addr, sender)) if answer.status() != StatusCode::SWITCHING_PROTOCOLS => {
+                let streams = self.streams.clone();
+                let (parts, body) = answer.into_parts();
+                let body = Metered::new(body, move |_, completed| {
+                    if completed {
+                        streams.give(addr, sender);
+                    }
+                });
+                Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
+            }
+            _ => answer,
+        }
     }
 
     /// Counts the request as the app sees it and meters the answer's body.

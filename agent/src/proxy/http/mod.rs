@@ -9,11 +9,13 @@
 //!
 //! - [`caller`]: the app-facing side (balancing, retries, hedging, timeouts).
 //! - [`serve`]: the service-facing side (admission, shedding, the local pool).
+//! - [`streams`]: keep-alive HTTP/1.1 connections to serving agents, one per QUIC stream.
 //! - [`body`]: body buffering for retries and metering; [`trace`]: W3C `traceparent`.
 
 pub mod body;
 pub mod caller;
 pub mod serve;
+pub mod streams;
 pub mod trace;
 
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
