@@ -194,6 +194,23 @@ impl Telemetry {
         .increment(1);
     }
 
+    /// Folds recorded histogram samples into their buckets. The exporter keeps raw samples
+    /// until then, so without a scrape they would pile up: the agent runs this every few
+    /// seconds ([`Telemetry::keep_up`]).
+    pub fn upkeep(&self) {
+        self.handle.run_upkeep();
+    }
+
+    /// Runs [`Telemetry::upkeep`] every `every` until the future is dropped.
+    pub async fn keep_up(self, every: std::time::Duration) {
+        let mut ticks = tokio::time::interval(every);
+        ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            ticks.tick().await;
+            self.upkeep();
+        }
+    }
+
     /// The Prometheus text exposition of every metric.
     pub fn render(&self) -> String {
         self.handle.run_upkeep();
