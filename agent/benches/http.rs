@@ -34,6 +34,8 @@
 
 #[path = "http/load.rs"]
 mod load;
+#[path = "common/ports.rs"]
+mod ports;
 #[path = "http/procs.rs"]
 mod procs;
 #[path = "http/report.rs"]
@@ -45,7 +47,8 @@ use std::time::{Duration, Instant};
 use load::Conn;
 use plexus_agent::pki::{self, IssueOptions, Validity};
 use plexus_protocol::{NodeId, TrustDomain};
-use procs::{cpu_ticks, free_port, rss_kib, Proc};
+use ports::free_port;
+use procs::{cpu_ticks, rss_kib, Proc};
 use report::{Cell, RateResult, Setup, Snapshot};
 
 const RATES: [u64; 2] = [1_000, 5_000];

@@ -1,6 +1,7 @@
 //! The processes under test (two `plexus agent`s, two `haproxy`s), what /proc says about them,
 //! and the in-process HTTP/1.1 backend.
 
+use crate::ports::free_port;
 use std::collections::HashMap;
 use std::fs;
 use std::net::SocketAddr;
@@ -117,22 +118,6 @@ pub fn clock_ticks() -> u64 {
 pub fn tighten_timer_slack() {
     if let Err(e) = fs::write("/proc/self/timerslack_ns", "1") {
         eprintln!("note: cannot lower the timer slack ({e}); sends may be up to 50 µs late");
-    }
-}
-
-pub fn free_port(udp: bool) -> u16 {
-    if udp {
-        std::net::UdpSocket::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
-    } else {
-        std::net::TcpListener::bind("127.0.0.1:0")
-            .unwrap()
-            .local_addr()
-            .unwrap()
-            .port()
     }
 }
 

@@ -16,13 +16,13 @@ use tracing::Instrument;
 
 use super::body::{boxed, Metered, ProxyBody, RequestBody, MAX_REPLAY_BODY};
 use super::streams::{ExchangeError, PeerStreams, Sender};
-use super::trace::{TraceContext, TRACEPARENT};
+use super::trace::{ExportedSpan, TraceContext, TRACEPARENT};
 use super::{
     agent_answer, is_idempotent, is_upgrade, strip_hop_by_hop, to_wire, ERROR, OVERLOADED,
 };
 use crate::policy::Outcome;
 use crate::proxy::route::Route;
-use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
+use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 use crate::transport::PeerPool;
 
@@ -150,28 +150,17 @@ impl HttpCaller {
             span_id = %trace.span_id_hex(),
             parent_id = %trace.parent_id_hex(),
         );
-        let started = std::time::SystemTime::now();
-        let method = request.method().to_string();
-        let path = request.uri().path().to_owned();
+        let exported = ExportedSpan::begin(
+            self.spans.as_ref(),
+            trace,
+            "plexus.request",
+            SpanKind::Client,
+            &request,
+        );
         let response = self.forward(request, trace).instrument(span).await;
-        if let Some(spans) = &self.spans {
-            let status = response.status();
-            spans.record(SpanRecord {
-                trace_id: trace.trace_id,
-                span_id: trace.span_id,
-                parent_id: trace.parent_id,
-                name: "plexus.request",
-                kind: SpanKind::Client,
-                start: started,
-                end: std::time::SystemTime::now(),
-                attributes: vec![
-                    ("http.request.method", method),
-                    ("url.path", path),
-                    ("http.response.status_code", status.as_u16().to_string()),
-                    ("plexus.service", self.route.service().to_string()),
-                ],
-                error: status.is_server_error(),
-            });
+        if let Some(exported) = exported {
+            let service = self.route.service().to_string();
+            exported.end(response.status(), &[("plexus.service", service)]);
         }
         response
     }

@@ -15,9 +15,9 @@ use quinn::{RecvStream, SendStream};
 use tracing::Instrument;
 
 use super::body::{boxed, Metered, ProxyBody};
-use super::trace::{TraceContext, TRACEPARENT};
+use super::trace::{ExportedSpan, TraceContext, TRACEPARENT};
 use super::{agent_answer, is_upgrade, overloaded_answer, strip_hop_by_hop};
-use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
+use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 
 /// Idle local connections kept per service.
@@ -95,32 +95,23 @@ impl LocalHttp {
             span_id = %trace.span_id_hex(),
             parent_id = %trace.parent_id_hex(),
         );
-        let started = std::time::SystemTime::now();
-        let method = request.method().to_string();
-        let path = request.uri().path().to_owned();
+        let exported = ExportedSpan::begin(
+            self.spans.as_ref(),
+            trace,
+            "plexus.serve",
+            SpanKind::Server,
+            &request,
+        );
         let response = self
             .forward(service.clone(), address, request, trace)
             .instrument(span)
             .await;
-        if let Some(spans) = &self.spans {
-            let status = response.status();
-            spans.record(SpanRecord {
-                trace_id: trace.trace_id,
-                span_id: trace.span_id,
-                parent_id: trace.parent_id,
-                name: "plexus.serve",
-                kind: SpanKind::Server,
-                start: started,
-                end: std::time::SystemTime::now(),
-                attributes: vec![
-                    ("http.request.method", method),
-                    ("url.path", path),
-                    ("http.response.status_code", status.as_u16().to_string()),
-                    ("plexus.service", service.to_string()),
-                    ("plexus.peer", peer.to_string()),
-                ],
-                error: status.is_server_error(),
-            });
+        if let Some(exported) = exported {
+            let extra = [
+                ("plexus.service", service.to_string()),
+                ("plexus.peer", peer.to_string()),
+            ];
+            exported.end(response.status(), &extra);
         }
         response
     }

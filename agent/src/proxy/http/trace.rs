@@ -3,9 +3,12 @@
 //! agent's span and the service's own spans join the same trace.
 
 use std::fmt::Write as _;
+use std::time::SystemTime;
 
 use hyper::header::{HeaderMap, HeaderValue};
 use rand::Rng;
+
+use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
 
 pub const TRACEPARENT: &str = "traceparent";
 
@@ -65,6 +68,57 @@ impl TraceContext {
 
     pub fn parent_id_hex(&self) -> String {
         self.parent_id.map(|p| hex(&p)).unwrap_or_default()
+    }
+}
+
+/// A proxied request's span on its way to the OTLP exporter: begun before the request is
+/// forwarded (only when export is on), ended with the answer's status.
+pub struct ExportedSpan {
+    sink: SpanSink,
+    trace: TraceContext,
+    name: &'static str,
+    kind: SpanKind,
+    started: SystemTime,
+    attributes: Vec<(&'static str, String)>,
+}
+
+impl ExportedSpan {
+    pub fn begin<B>(
+        sink: Option<&SpanSink>,
+        trace: TraceContext,
+        name: &'static str,
+        kind: SpanKind,
+        request: &hyper::Request<B>,
+    ) -> Option<Self> {
+        Some(Self {
+            sink: sink?.clone(),
+            trace,
+            name,
+            kind,
+            started: SystemTime::now(),
+            attributes: vec![
+                ("http.request.method", request.method().to_string()),
+                ("url.path", request.uri().path().to_owned()),
+            ],
+        })
+    }
+
+    /// Queues the span with the answer's status and `extra` attributes.
+    pub fn end(mut self, status: hyper::StatusCode, extra: &[(&'static str, String)]) {
+        self.attributes
+            .push(("http.response.status_code", status.as_u16().to_string()));
+        self.attributes.extend_from_slice(extra);
+        self.sink.record(SpanRecord {
+            trace_id: self.trace.trace_id,
+            span_id: self.trace.span_id,
+            parent_id: self.trace.parent_id,
+            name: self.name,
+            kind: self.kind,
+            start: self.started,
+            end: SystemTime::now(),
+            attributes: self.attributes,
+            error: status.is_server_error(),
+        });
     }
 }
 
