@@ -15,7 +15,7 @@ use plexus_protocol::{NodeId, ServiceName};
 
 use crate::pki::{NodeCredentials, TrustBundle};
 
-pub use validate::{DEFAULT_ADMIN, DEFAULT_LISTEN};
+pub use validate::{line_of, DEFAULT_ADMIN, DEFAULT_LISTEN};
 
 /// A validated agent configuration with its certificates loaded.
 #[derive(Debug)]

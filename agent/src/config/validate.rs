@@ -38,7 +38,8 @@ pub fn parse(path: &Path, text: &str) -> Result<RawConfig, ConfigErrors> {
     })
 }
 
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
+/// `line N` for a TOML error's span (what error messages name when no key path is known).
+pub fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> String {
     match span {
         Some(span) => {
             let line = text[..span.start.min(text.len())].matches('\n').count() + 1;

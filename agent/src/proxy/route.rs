@@ -133,15 +133,7 @@ impl Route {
         let now = Instant::now();
         let mut state = self.lock();
         let state = &mut *state;
-        if state.view.has_changed().unwrap_or(false) {
-            let view = state.view.borrow_and_update().clone();
-            state
-                .endpoints
-                .sync(&endpoint_list(&self.upstream, &view), now);
-        }
-        for (addr, transition) in state.endpoints.tick(now) {
-            self.transition(addr, transition);
-        }
+        self.refresh(state, now);
         let rng = &mut state.rng;
         state
             .endpoints
@@ -222,9 +214,24 @@ impl Route {
     }
 
     /// This upstream as `/v1/routes` shows it.
+    /// Follows gossip's endpoint list (when it changed) and lets ejections run out.
+    fn refresh(&self, state: &mut RouteState, now: Instant) {
+        if state.view.has_changed().unwrap_or(false) {
+            let view = state.view.borrow_and_update().clone();
+            state
+                .endpoints
+                .sync(&endpoint_list(&self.upstream, &view), now);
+        }
+        for (addr, transition) in state.endpoints.tick(now) {
+            self.transition(addr, transition);
+        }
+    }
+
+    /// `/v1/routes`: the endpoints as of now (gossip's latest list, even before any traffic).
     pub fn reading(&self) -> RouteReading {
         let now = Instant::now();
         let mut state = self.lock();
+        self.refresh(&mut state, now);
         let view = state.view.borrow().clone();
         let members: Vec<(SocketAddr, String)> = view
             .members

@@ -1,0 +1,439 @@
+//! Steady-state checks: pure functions from a [`RunRecord`] (and, for the consensus checks,
+//! the evidence the agents expose) to a [`CheckResult`].
+//!
+//! Each check has a window: its phase if it names one, else what its mode implies (`before`
+//! the first fault, `during` the faults, `after` the last heal, `continuous`: the whole run),
+//! minus the `after` grace at its start. `continuous` checks must hold in every 1 s slice of
+//! the window (or in `pass_percent` of them); the others are judged on the whole window, and
+//! their slices are reported as the pass percentage.
+
+mod consensus;
+
+use std::time::Duration;
+
+pub use consensus::{ConsensusEvidence, LogEntry, VoterLog};
+
+use crate::record::{quantile, CheckResult, CheckStatus, EventKind, RunRecord, Verdict, Window};
+use crate::scenario::{Check, CheckKind, Mode, Scenario, Target};
+
+const SLICE: Duration = Duration::from_secs(1);
+/// Resolution of `time-to-shift`.
+const SHIFT_SLICE: Duration = Duration::from_millis(250);
+
+/// The window `check` is judged on; `None` when the run has none (say, `during` without faults).
+pub fn window(check: &Check, record: &RunRecord) -> Option<Window> {
+    let run_end = record.length;
+    let (start, end) = if let Some(name) = &check.phase {
+        let phase = record.phases.iter().find(|p| &p.name == name)?;
+        (phase.start, phase.end)
+    } else {
+        let first = record.faults.iter().map(|f| f.start).min();
+        let last = record.faults.iter().map(|f| f.end).max();
+        match check.mode {
+            Mode::Continuous => (Duration::ZERO, run_end),
+            Mode::Before => (Duration::ZERO, first.unwrap_or(run_end)),
+            Mode::During => (first?, last?.max(first? + SLICE).min(run_end)),
+            Mode::After => (last?, run_end),
+        }
+    };
+    let start = start + check.after;
+    (start < end).then(|| Window {
+        name: check
+            .phase
+            .clone()
+            .unwrap_or_else(|| check.mode.as_str().to_owned()),
+        start,
+        end,
+    })
+}
+
+/// The nodes a check's target means; `faulted`: every node a fault in the window aimed at.
+fn targets(target: &Target, record: &RunRecord, w: &Window) -> Vec<String> {
+    match target {
+        Target::Node(n) => vec![n.clone()],
+        Target::All => record.nodes.clone(),
+        _ => {
+            let mut out: Vec<String> = record
+                .faults
+                .iter()
+                .filter(|f| f.start < w.end && f.end.max(f.start + SLICE) > w.start)
+                .flat_map(|f| f.targets.iter().cloned())
+                .collect();
+            out.sort();
+            out.dedup();
+            out
+        }
+    }
+}
+
+/// Judges one check.
+pub fn evaluate(
+    check: &Check,
+    record: &RunRecord,
+    consensus: Option<&ConsensusEvidence>,
+) -> CheckResult {
+    let mut result = CheckResult {
+        name: match &check.phase {
+            Some(p) => format!("{} ({}, phase {p})", check.kind.name(), check.mode.as_str()),
+            None => format!("{} ({})", check.kind.name(), check.mode.as_str()),
+        },
+        kind: check.kind.name().to_owned(),
+        mode: check.mode.as_str().to_owned(),
+        status: CheckStatus::NotEvaluated,
+        measured: None,
+        unit: String::new(),
+        threshold: String::new(),
+        pass_percentage: 0.0,
+        detail: String::new(),
+    };
+    if let Some(evaluated) = consensus::evaluate(&check.kind, record, consensus, &mut result) {
+        result.pass_percentage = if evaluated { 100.0 } else { 0.0 };
+        return result;
+    }
+    let Some(w) = window(check, record) else {
+        result.detail = format!("no `{}` window in this run", check.mode.as_str());
+        return result;
+    };
+    let slices = cut(&w, SLICE);
+    match &check.kind {
+        CheckKind::SuccessRate { min } => {
+            let rate = |from, to| success_rate(record, from, to);
+            result.unit = "ratio".into();
+            result.threshold = format!(">= {min}");
+            judge_rate(
+                check,
+                &mut result,
+                &slices,
+                rate(w.start, w.end),
+                rate,
+                |v| v >= *min,
+            );
+        }
+        CheckKind::Latency { quantile: q, max } => {
+            let lat =
+                |from, to| latency_quantile(record, from, to, *q).map(|d| d.as_secs_f64() * 1e3);
+            let max_ms = max.as_secs_f64() * 1e3;
+            result.unit = "ms".into();
+            result.threshold = format!("p{} <= {max_ms} ms", q * 100.0);
+            judge_rate(check, &mut result, &slices, lat(w.start, w.end), lat, |v| {
+                v <= max_ms
+            });
+        }
+        CheckKind::TrafficShare { target, min, max } => {
+            let nodes = targets(target, record, &w);
+            let share = |from, to| share_of(record, &nodes, from, to);
+            let ok = |v: f64| min.is_none_or(|m| v >= m) && max.is_none_or(|m| v <= m);
+            result.unit = "share".into();
+            result.threshold = match (min, max) {
+                (Some(a), Some(b)) => format!("{a} ..= {b} for {}", nodes.join(", ")),
+                (Some(a), None) => format!(">= {a} for {}", nodes.join(", ")),
+                (_, Some(b)) => format!("<= {b} for {}", nodes.join(", ")),
+                _ => String::new(),
+            };
+            judge_rate(
+                check,
+                &mut result,
+                &slices,
+                share(w.start, w.end),
+                share,
+                ok,
+            );
+        }
+        CheckKind::TimeToShift { target, below, max } => {
+            let nodes = targets(target, record, &w);
+            result.threshold = format!(
+                "<= {} ms to fall to <= {below} share ({})",
+                max.as_millis(),
+                nodes.join(", ")
+            );
+            let shifted = cut(&w, SHIFT_SLICE)
+                .iter()
+                .rposition(|(from, to)| {
+                    share_of(record, &nodes, *from, *to).is_some_and(|s| s > *below)
+                })
+                .map_or(Some(w.start), |last_bad| {
+                    cut(&w, SHIFT_SLICE).get(last_bad + 1).map(|s| s.0)
+                });
+            judge_time(
+                &mut result,
+                &w,
+                shifted,
+                *max,
+                "the share never fell and stayed under the bound",
+            );
+        }
+        CheckKind::TimeToEject { target, max } => {
+            let nodes = targets(target, record, &w);
+            result.threshold = format!("<= {} ms ({})", max.as_millis(), nodes.join(", "));
+            let first = record
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::Ejection && e.at >= w.start && e.at < w.end)
+                .find(|e| e.subject.as_ref().is_some_and(|s| nodes.contains(s)))
+                .map(|e| e.at);
+            judge_time(&mut result, &w, first, *max, "no agent ejected it");
+        }
+        CheckKind::TimeToDetect { target, max } => {
+            let nodes = targets(target, record, &w);
+            result.threshold = format!("<= {} ms ({})", max.as_millis(), nodes.join(", "));
+            judge_time(
+                &mut result,
+                &w,
+                detected(record, &nodes, &w),
+                *max,
+                "not every running agent saw it dead",
+            );
+        }
+        CheckKind::RetryAmplification { max } => {
+            let amp = |from, to| amplification(record, from, to);
+            result.unit = "attempts/request".into();
+            result.threshold = format!("<= {max}");
+            judge_rate(check, &mut result, &slices, amp(w.start, w.end), amp, |v| {
+                v <= *max
+            });
+        }
+        CheckKind::AgentRss { max_mib } => {
+            let peak = |from: Duration, to: Duration| {
+                record
+                    .observations
+                    .iter()
+                    .filter(|o| o.at >= from && o.at < to)
+                    .filter_map(|o| o.rss_kib)
+                    .max()
+                    .map(|k| k as f64 / 1024.0)
+            };
+            result.unit = "MiB".into();
+            result.threshold = format!("<= {max_mib} MiB");
+            judge_rate(
+                check,
+                &mut result,
+                &slices,
+                peak(w.start, w.end),
+                peak,
+                |v| v <= *max_mib,
+            );
+        }
+        CheckKind::FailedHandshakes { max } => {
+            let count = |from, to| Some(handshake_failures(record, from, to));
+            result.unit = "handshakes".into();
+            result.threshold = format!("<= {max} (agents no fault aimed at)");
+            judge_rate(
+                check,
+                &mut result,
+                &slices,
+                count(w.start, w.end),
+                count,
+                |v| v <= *max,
+            );
+        }
+        _ => {}
+    }
+    result
+}
+
+/// Judges a value measured over the window and per slice.
+fn judge_rate(
+    check: &Check,
+    result: &mut CheckResult,
+    slices: &[(Duration, Duration)],
+    overall: Option<f64>,
+    per: impl Fn(Duration, Duration) -> Option<f64>,
+    ok: impl Fn(f64) -> bool,
+) {
+    let judged: Vec<bool> = slices
+        .iter()
+        .filter_map(|(a, b)| per(*a, *b))
+        .map(&ok)
+        .collect();
+    let passed = judged.iter().filter(|p| **p).count();
+    result.pass_percentage = if judged.is_empty() {
+        0.0
+    } else {
+        100.0 * passed as f64 / judged.len() as f64
+    };
+    result.measured = overall;
+    let Some(value) = overall else {
+        result.detail = "nothing measured in the window".into();
+        return;
+    };
+    let pass = if check.mode == Mode::Continuous {
+        !judged.is_empty() && result.pass_percentage >= check.pass_percent
+    } else {
+        ok(value)
+    };
+    result.status = if pass {
+        CheckStatus::Pass
+    } else {
+        CheckStatus::Fail
+    };
+    if check.mode == Mode::Continuous {
+        result.detail = format!(
+            "{passed} of {} 1 s slices met it (needs {}%)",
+            judged.len(),
+            check.pass_percent
+        );
+    }
+}
+
+fn judge_time(
+    result: &mut CheckResult,
+    w: &Window,
+    when: Option<Duration>,
+    max: Duration,
+    never: &str,
+) {
+    result.unit = "ms".into();
+    match when {
+        Some(t) => {
+            let took = t.saturating_sub(w.start);
+            result.measured = Some(took.as_secs_f64() * 1e3);
+            let pass = took <= max;
+            result.status = if pass {
+                CheckStatus::Pass
+            } else {
+                CheckStatus::Fail
+            };
+            result.pass_percentage = if pass { 100.0 } else { 0.0 };
+        }
+        None => {
+            result.status = CheckStatus::Fail;
+            result.detail = never.to_owned();
+        }
+    }
+}
+
+/// `[from, to)` cut into slices of `width` (the last one may be shorter).
+fn cut(w: &Window, width: Duration) -> Vec<(Duration, Duration)> {
+    let mut out = Vec::new();
+    let mut t = w.start;
+    while t < w.end {
+        out.push((t, (t + width).min(w.end)));
+        t += width;
+    }
+    out
+}
+
+pub fn success_rate(record: &RunRecord, from: Duration, to: Duration) -> Option<f64> {
+    let (mut n, mut ok) = (0u64, 0u64);
+    for s in record.samples.iter().filter(|s| s.at >= from && s.at < to) {
+        n += 1;
+        ok += u64::from(s.outcome.is_ok());
+    }
+    (n > 0).then(|| ok as f64 / n as f64)
+}
+
+pub fn latency_quantile(
+    record: &RunRecord,
+    from: Duration,
+    to: Duration,
+    q: f64,
+) -> Option<Duration> {
+    let mut v: Vec<u64> = record
+        .samples
+        .iter()
+        .filter(|s| s.at >= from && s.at < to)
+        .map(|s| s.latency.as_micros() as u64)
+        .collect();
+    quantile(&mut v, q).map(Duration::from_micros)
+}
+
+/// The share of backend hits in `[from, to)` that reached `nodes`.
+pub fn share_of(record: &RunRecord, nodes: &[String], from: Duration, to: Duration) -> Option<f64> {
+    let (mut all, mut mine) = (0u64, 0u64);
+    for h in record.hits.iter().filter(|h| h.at >= from && h.at < to) {
+        all += 1;
+        mine += u64::from(nodes.contains(&h.node));
+    }
+    (all > 0).then(|| mine as f64 / all as f64)
+}
+
+/// Backend hits per workload request sent in `[from, to)`.
+pub fn amplification(record: &RunRecord, from: Duration, to: Duration) -> Option<f64> {
+    let requests = record
+        .samples
+        .iter()
+        .filter(|s| s.at >= from && s.at < to)
+        .count();
+    let hits = record
+        .hits
+        .iter()
+        .filter(|h| h.at >= from && h.at < to)
+        .count();
+    (requests > 0).then(|| hits as f64 / requests as f64)
+}
+
+/// When every agent that ran throughout the window, and was not a target, had reported every
+/// target dead or left.
+fn detected(record: &RunRecord, targets: &[String], w: &Window) -> Option<Duration> {
+    if targets.is_empty() {
+        return None;
+    }
+    let faulted: Vec<&String> = record
+        .faults
+        .iter()
+        .filter(|f| f.start < w.end && f.end > w.start)
+        .flat_map(|f| &f.targets)
+        .collect();
+    let observers: Vec<&String> = record
+        .nodes
+        .iter()
+        .filter(|n| !faulted.contains(n))
+        .collect();
+    let mut latest = w.start;
+    for observer in observers {
+        for target in targets {
+            let seen = record
+                .events
+                .iter()
+                .filter(|e| e.kind == EventKind::MemberDown && e.at >= w.start)
+                .find(|e| {
+                    e.observer.as_ref() == Some(observer) && e.subject.as_ref() == Some(target)
+                })?;
+            latest = latest.max(seen.at);
+        }
+    }
+    Some(latest)
+}
+
+/// Failed handshakes counted by agents no fault aimed at, in `[from, to)` (counter increases
+/// only, so a restart's reset to zero is not a negative count).
+pub fn handshake_failures(record: &RunRecord, from: Duration, to: Duration) -> f64 {
+    let faulted: Vec<&String> = record.faults.iter().flat_map(|f| &f.targets).collect();
+    let mut total = 0.0;
+    for node in record.nodes.iter().filter(|n| !faulted.contains(n)) {
+        let mut last: Option<f64> = None;
+        for r in record
+            .counters
+            .iter()
+            .filter(|r| &r.node == node && r.name == "plexus_handshake_failures_total" && r.at < to)
+        {
+            if let Some(prev) = last {
+                if r.at >= from && r.value > prev {
+                    total += r.value - prev;
+                }
+            }
+            last = Some(r.value);
+        }
+    }
+    total
+}
+
+/// The verdict: passed when no check failed.
+pub fn verdict(
+    scenario: &Scenario,
+    record: &RunRecord,
+    checks: Vec<CheckResult>,
+    aborted: bool,
+) -> Verdict {
+    Verdict {
+        scenario: scenario.name.clone(),
+        seed: record.seed,
+        passed: !aborted && checks.iter().all(|c| c.status != CheckStatus::Fail),
+        aborted,
+        replay: record.replay.clone(),
+        checks,
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,165 @@
+//! The agents' configuration files: the good one, and one per bad certificate.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use plexus_agent::pki::{self, Validity};
+use plexus_protocol::{NodeId, TrustDomain};
+
+use super::{options, Hosted, NodeProc, Wiring, LEAF_LIFETIME, OTHER_TRUST_DOMAIN, TRUST_DOMAIN};
+use crate::scenario::{CertFlaw, Protocol, Scenario};
+
+/// The agent's configuration, with the scenario's extra `[[service]]` and `[[upstream]]` keys.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn config_text(
+    scenario: &Scenario,
+    zone: Option<&str>,
+    name: &str,
+    dir: &Path,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    upstream: Option<SocketAddr>,
+    wiring: &Wiring<'_>,
+) -> String {
+    use toml::{Table, Value};
+    let s = |v: &str| Value::String(v.to_owned());
+    let mut top = Table::new();
+    top.insert("node_id".into(), s(name));
+    if let Some(zone) = zone {
+        top.insert("zone".into(), s(zone));
+    }
+    top.insert(
+        "data_dir".into(),
+        s(&dir.join("data").display().to_string()),
+    );
+    top.insert("listen".into(), s(&listen.to_string()));
+    top.insert("advertise".into(), s(&(wiring.advertise)(name).to_string()));
+    let seeds: Vec<Value> = scenario
+        .topology
+        .nodes
+        .iter()
+        .filter(|n| n.name != name)
+        .map(|n| s(&(wiring.advertise)(&n.name).to_string()))
+        .collect();
+    top.insert("seeds".into(), Value::Array(seeds));
+    top.insert("admin".into(), s(&admin.to_string()));
+    let mut tls = Table::new();
+    let certs = dir.join("certs");
+    tls.insert("ca".into(), s(&certs.join("ca.pem").display().to_string()));
+    tls.insert(
+        "cert".into(),
+        s(&certs.join("node.pem").display().to_string()),
+    );
+    tls.insert(
+        "key".into(),
+        s(&certs.join("node.key").display().to_string()),
+    );
+    top.insert("tls".into(), Value::Table(tls));
+    let mut gossip = Table::new();
+    if let Some(interval) = scenario.agent.gossip_interval {
+        gossip.insert("interval".into(), s(&format!("{}ms", interval.as_millis())));
+    }
+    if let Some(phi) = scenario.agent.phi_threshold {
+        gossip.insert("phi_threshold".into(), Value::Float(phi));
+    }
+    if !gossip.is_empty() {
+        top.insert("gossip".into(), Value::Table(gossip));
+    }
+    let health_interval = format!("{}ms", scenario.agent.health_interval.as_millis());
+    let services: Vec<Value> = (wiring.services)(name)
+        .into_iter()
+        .map(
+            |Hosted {
+                 service,
+                 protocol,
+                 version,
+                 address,
+             }| {
+                let mut t = Table::new();
+                t.insert("name".into(), s(&service));
+                t.insert("address".into(), s(&address.to_string()));
+                t.insert("protocol".into(), s(protocol.as_str()));
+                t.insert("version".into(), s(&version));
+                let mut health = Table::new();
+                match protocol {
+                    Protocol::Http => health.insert("http".into(), s("/healthz")),
+                    Protocol::Tcp => health.insert("tcp".into(), Value::Boolean(true)),
+                };
+                health.insert("interval".into(), s(&health_interval));
+                t.insert("health".into(), Value::Table(health));
+                t.extend(scenario.agent.service.clone());
+                Value::Table(t)
+            },
+        )
+        .collect();
+    if !services.is_empty() {
+        top.insert("service".into(), Value::Array(services));
+    }
+    if let Some(listen) = upstream {
+        let mut t = Table::new();
+        t.insert("service".into(), s(&scenario.workload.service));
+        t.insert("listen".into(), s(&listen.to_string()));
+        t.insert("protocol".into(), s(scenario.workload.protocol.as_str()));
+        t.insert("timeout".into(), s("1s"));
+        t.extend(scenario.agent.upstream.clone());
+        top.insert("upstream".into(), Value::Array(vec![Value::Table(t)]));
+    }
+    format!(
+        "# written by plexus-chaos for scenario `{}`\n{}",
+        scenario.name,
+        toml::to_string(&top).unwrap_or_default()
+    )
+}
+
+/// Issues the bad certificate and writes a configuration that uses it.
+pub(super) fn bad_config(node: &NodeProc, ca: &Path, flaw: CertFlaw) -> Result<PathBuf, String> {
+    let dir = node.dir.join(flaw.name());
+    let id = NodeId::new(&node.name).map_err(|e| e.to_string())?;
+    let now = time::OffsetDateTime::now_utc();
+    let day = time::Duration::days(1);
+    let issue = |ca_dir: &Path, validity: Validity| {
+        pki::issue_node(ca_dir, &id, &dir, options(validity))
+            .map_err(|e| format!("{}: {}: {e}", node.name, flaw.name()))
+    };
+    let other_ca = |domain: &str| -> Result<PathBuf, String> {
+        let ca_dir = dir.join("other-ca");
+        let domain = TrustDomain::new(domain).map_err(|e| e.to_string())?;
+        pki::init_ca(
+            &domain,
+            &ca_dir,
+            options(Validity::starting_now(LEAF_LIFETIME)),
+        )
+        .map_err(|e| format!("{}: other CA: {e}", node.name))?;
+        Ok(ca_dir)
+    };
+    match flaw {
+        CertFlaw::Expired => issue(
+            ca,
+            Validity {
+                not_before: now - day * 2,
+                not_after: now - day,
+            },
+        )?,
+        CertFlaw::NotYetValid => issue(
+            ca,
+            Validity {
+                not_before: now + day,
+                not_after: now + day * 2,
+            },
+        )?,
+        CertFlaw::WrongTrustDomain => issue(
+            &other_ca(OTHER_TRUST_DOMAIN)?,
+            Validity::starting_now(LEAF_LIFETIME),
+        )?,
+        CertFlaw::Untrusted => issue(
+            &other_ca(TRUST_DOMAIN)?,
+            Validity::starting_now(LEAF_LIFETIME),
+        )?,
+    };
+    let good = std::fs::read_to_string(node.dir.join("plexus.toml")).map_err(|e| e.to_string())?;
+    let certs = node.dir.join("certs").display().to_string();
+    let text = good.replace(&certs, &dir.display().to_string());
+    let path = dir.join("plexus.toml");
+    std::fs::write(&path, text).map_err(|e| e.to_string())?;
+    Ok(path)
+}

@@ -1,0 +1,357 @@
+//! The agents of a run as real `plexus agent` processes: their certificates (good and the bad
+//! kinds the certificate faults need), their configuration files, and the process faults:
+//! kill -9, stop and continue, graceful restart, restart with another certificate or a
+//! skewed clock.
+
+use std::fs::OpenOptions;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::time::Duration;
+
+use plexus_agent::pki::{self, IssueOptions, Validity};
+use plexus_protocol::{NodeId, TrustDomain};
+use rustix::process::{kill_process, Pid, Signal};
+
+mod config;
+
+use config::{bad_config, config_text};
+
+use crate::scenario::{CertFlaw, Protocol, Scenario};
+
+pub const TRUST_DOMAIN: &str = "chaos.plexus";
+const OTHER_TRUST_DOMAIN: &str = "elsewhere.plexus";
+const LEAF_LIFETIME: Duration = Duration::from_secs(24 * 3600);
+
+/// What a node's process is doing, as the harness left it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProcState {
+    Running,
+    /// SIGSTOP: alive to the kernel, silent to peers.
+    Stopped,
+    /// Killed, or exited.
+    Down,
+}
+
+/// How a node is started.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Variant {
+    Good,
+    BadCert(CertFlaw),
+    /// Clock shifted by this many seconds (libfaketime).
+    Skewed(i64),
+}
+
+/// One node: its addresses, files and process.
+pub struct NodeProc {
+    pub name: String,
+    /// The agent's own QUIC address (what the relay forwards to).
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    /// The workload's upstream listener, on source nodes.
+    pub upstream: Option<SocketAddr>,
+    dir: PathBuf,
+    log: PathBuf,
+    child: Option<Child>,
+    pub state: ProcState,
+    pub variant: Variant,
+    /// Set when it exited without the harness asking; taken by the observer.
+    pub unexpected_exit: Option<ExitStatus>,
+}
+
+/// The mesh CA and every node of the run.
+pub struct Cluster {
+    bin: PathBuf,
+    dir: PathBuf,
+    pub nodes: Vec<NodeProc>,
+    faketime: Option<PathBuf>,
+}
+
+/// A service a node hosts: the harness's backend for it.
+#[derive(Debug, Clone)]
+pub struct Hosted {
+    pub service: String,
+    pub protocol: Protocol,
+    pub version: String,
+    pub address: SocketAddr,
+}
+
+/// Where each node's peers reach it, and where its local services are.
+pub struct Wiring<'a> {
+    pub advertise: &'a dyn Fn(&str) -> SocketAddr,
+    pub services: &'a dyn Fn(&str) -> Vec<Hosted>,
+}
+
+impl Cluster {
+    /// Issues certificates and writes a configuration per node under `dir`. `listen` gives
+    /// each node's QUIC address (chosen before the relay starts).
+    pub fn prepare(
+        scenario: &Scenario,
+        dir: &Path,
+        bin: &Path,
+        listen: &[(String, SocketAddr)],
+        wiring: &Wiring<'_>,
+    ) -> Result<Self, String> {
+        let ca = dir.join("ca");
+        let domain = TrustDomain::new(TRUST_DOMAIN).map_err(|e| e.to_string())?;
+        pki::init_ca(
+            &domain,
+            &ca,
+            options(Validity::starting_now(LEAF_LIFETIME * 30)),
+        )
+        .map_err(|e| format!("mesh CA: {e}"))?;
+        let mut nodes = Vec::new();
+        for spec in &scenario.topology.nodes {
+            let name = &spec.name;
+            let node_dir = dir.join(name);
+            let id = NodeId::new(name).map_err(|e| e.to_string())?;
+            pki::issue_node(
+                &ca,
+                &id,
+                &node_dir.join("certs"),
+                options(Validity::starting_now(LEAF_LIFETIME)),
+            )
+            .map_err(|e| format!("{name}: certificate: {e}"))?;
+            let listen = listen
+                .iter()
+                .find(|(n, _)| n == name)
+                .map(|(_, a)| *a)
+                .ok_or_else(|| format!("{name}: no listen address"))?;
+            let admin = free_tcp_port()?;
+            let upstream = if scenario.workload.from.contains(name) {
+                Some(free_tcp_port()?)
+            } else {
+                None
+            };
+            let config = config_text(
+                scenario,
+                spec.zone.as_deref(),
+                name,
+                &node_dir,
+                listen,
+                admin,
+                upstream,
+                wiring,
+            );
+            std::fs::write(node_dir.join("plexus.toml"), config)
+                .map_err(|e| format!("{name}: config: {e}"))?;
+            nodes.push(NodeProc {
+                name: name.clone(),
+                listen,
+                admin,
+                upstream,
+                log: node_dir.join("agent.log"),
+                dir: node_dir,
+                child: None,
+                state: ProcState::Down,
+                variant: Variant::Good,
+                unexpected_exit: None,
+            });
+        }
+        Ok(Self {
+            bin: bin.to_owned(),
+            dir: dir.to_owned(),
+            nodes,
+            faketime: find_faketime(),
+        })
+    }
+
+    pub fn node(&self, name: &str) -> Option<&NodeProc> {
+        self.nodes.iter().find(|n| n.name == name)
+    }
+
+    fn node_mut(&mut self, name: &str) -> Result<&mut NodeProc, String> {
+        self.nodes
+            .iter_mut()
+            .find(|n| n.name == name)
+            .ok_or_else(|| format!("no node `{name}`"))
+    }
+
+    /// Whether clock skew can be injected here.
+    pub fn has_faketime(&self) -> bool {
+        self.faketime.is_some()
+    }
+
+    /// Starts `name` as `variant` (its process must be down).
+    pub fn start(&mut self, name: &str, variant: Variant) -> Result<(), String> {
+        let ca = self.dir.join("ca");
+        let bin = self.bin.clone();
+        let faketime = self.faketime.clone();
+        let node = self.node_mut(name)?;
+        let config = match variant {
+            Variant::BadCert(flaw) => bad_config(node, &ca, flaw)?,
+            _ => node.dir.join("plexus.toml"),
+        };
+        let log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&node.log)
+            .map_err(|e| format!("{}: {e}", node.log.display()))?;
+        let mut command = Command::new(&bin);
+        command
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env(
+                "RUST_LOG",
+                std::env::var("RUST_LOG").unwrap_or_else(|_| "info".into()),
+            )
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(log);
+        if let Variant::Skewed(offset) = variant {
+            let lib = faketime.ok_or("clock skew needs libfaketime (apt-get install faketime)")?;
+            command
+                .env("LD_PRELOAD", lib)
+                .env("FAKETIME", format!("{offset:+}"))
+                .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
+                .env("FAKETIME_NO_CACHE", "1");
+        }
+        let child = command
+            .spawn()
+            .map_err(|e| format!("{name}: cannot start {}: {e}", bin.display()))?;
+        node.child = Some(child);
+        node.state = ProcState::Running;
+        node.variant = variant;
+        node.unexpected_exit = None;
+        Ok(())
+    }
+
+    /// kill -9.
+    pub fn kill(&mut self, name: &str) -> Result<(), String> {
+        let node = self.node_mut(name)?;
+        if let Some(mut child) = node.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+        node.state = ProcState::Down;
+        Ok(())
+    }
+
+    /// SIGTERM: the agent drains and announces its leave (a stopped one is continued first).
+    pub fn terminate(&mut self, name: &str) -> Result<(), String> {
+        let node = self.node_mut(name)?;
+        if let Some(child) = &node.child {
+            if node.state == ProcState::Stopped {
+                signal(child.id(), Signal::CONT)?;
+            }
+            signal(child.id(), Signal::TERM)?;
+        }
+        Ok(())
+    }
+
+    /// Whether `name`'s process has exited (or there is none).
+    pub fn has_exited(&mut self, name: &str) -> bool {
+        let Ok(node) = self.node_mut(name) else {
+            return true;
+        };
+        match &mut node.child {
+            Some(child) => matches!(child.try_wait(), Ok(Some(_))),
+            None => true,
+        }
+    }
+
+    /// SIGSTOP or SIGCONT.
+    pub fn pause(&mut self, name: &str, stop: bool) -> Result<(), String> {
+        let node = self.node_mut(name)?;
+        let Some(child) = &node.child else {
+            return Ok(());
+        };
+        signal(child.id(), if stop { Signal::STOP } else { Signal::CONT })?;
+        node.state = if stop {
+            ProcState::Stopped
+        } else {
+            ProcState::Running
+        };
+        Ok(())
+    }
+
+    /// Notes processes that exited on their own (a refused certificate, a crash).
+    pub fn reap(&mut self) -> Vec<(String, ExitStatus)> {
+        let mut out = Vec::new();
+        for node in &mut self.nodes {
+            if let Some(child) = &mut node.child {
+                if let Ok(Some(status)) = child.try_wait() {
+                    node.child = None;
+                    node.state = ProcState::Down;
+                    out.push((node.name.clone(), status));
+                }
+            }
+        }
+        out
+    }
+
+    pub fn pid(&self, name: &str) -> Option<u32> {
+        self.node(name)?.child.as_ref().map(Child::id)
+    }
+
+    /// The last lines of a node's log (for failure reports).
+    pub fn log_tail(&self, name: &str, lines: usize) -> String {
+        let Some(node) = self.node(name) else {
+            return String::new();
+        };
+        let text = std::fs::read_to_string(&node.log).unwrap_or_default();
+        let all: Vec<&str> = text.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
+    /// Kills every process (the end of a run, or an abort).
+    pub fn shutdown(&mut self) {
+        for node in &mut self.nodes {
+            if let Some(mut child) = node.child.take() {
+                if node.state == ProcState::Stopped {
+                    let _ = signal(child.id(), Signal::CONT);
+                }
+                let _ = child.kill();
+                let _ = child.wait();
+            }
+            node.state = ProcState::Down;
+        }
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn signal(pid: u32, sig: Signal) -> Result<(), String> {
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(Pid::from_raw)
+        .ok_or_else(|| format!("bad pid {pid}"))?;
+    kill_process(pid, sig).map_err(|e| format!("signal to {pid:?}: {e}"))
+}
+
+fn options(validity: Validity) -> IssueOptions {
+    IssueOptions {
+        validity,
+        force: true,
+    }
+}
+
+fn free_tcp_port() -> Result<SocketAddr, String> {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// A free UDP port on 127.0.0.1 (for an agent's QUIC socket).
+pub fn free_udp_addr() -> Result<SocketAddr, String> {
+    std::net::UdpSocket::bind("127.0.0.1:0")
+        .and_then(|s| s.local_addr())
+        .map_err(|e| format!("no free port: {e}"))
+}
+
+/// libfaketime's preload library, where the distribution puts it.
+fn find_faketime() -> Option<PathBuf> {
+    [
+        "/usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/aarch64-linux-gnu/faketime/libfaketime.so.1",
+        "/usr/lib/faketime/libfaketime.so.1",
+        "/usr/local/lib/faketime/libfaketime.so.1",
+    ]
+    .iter()
+    .map(PathBuf::from)
+    .find(|p| p.exists())
+}

@@ -1,0 +1,401 @@
+//! One run of a scenario: start the cluster behind the fault relay, warm up, then drive the
+//! workload through the phases while applying and healing faults on the seeded schedule,
+//! watching the agents, and judging the checks (live for `abort = true` ones).
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+
+mod faults;
+mod progress;
+mod watch;
+
+use crate::backend::Backend;
+use crate::checks;
+use crate::cluster::{free_udp_addr, Cluster, Hosted, Variant, Wiring};
+use crate::record::{CounterReading, Event, EventKind, Observation, RunRecord, Verdict};
+use crate::relay::RelayMesh;
+use crate::scenario::{FaultKind, Scenario};
+use crate::schedule;
+use crate::workload::{self, Samples};
+use faults::{apply, heal};
+use progress::{abort_check, progress_line, snapshot};
+use watch::{consensus_evidence, warm_up, watch_agents};
+
+/// How a run is done.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Overrides the scenario's seed.
+    pub seed: Option<u64>,
+    /// The `plexus` binary the agents run.
+    pub plexus: PathBuf,
+    /// Print progress once a second on stderr.
+    pub progress: bool,
+    /// Where agents' logs are kept (a temporary directory when `None`).
+    pub work_dir: Option<PathBuf>,
+}
+
+const READY_LIMIT: Duration = Duration::from_secs(45);
+const LOOK_EVERY: Duration = Duration::from_millis(250);
+const GRACE: Duration = Duration::from_secs(10);
+
+/// Runs `scenario`; returns what was recorded and the verdict. `Err` means the harness could
+/// not run it (not that a check failed).
+pub async fn run(
+    scenario: &Scenario,
+    options: &RunOptions,
+) -> Result<(RunRecord, Verdict), String> {
+    let seed = options.seed.unwrap_or(scenario.seed);
+    let plan = schedule::plan(scenario, seed);
+    let temp = tempfile::Builder::new()
+        .prefix("plexus-chaos-")
+        .tempdir()
+        .map_err(|e| format!("temporary directory: {e}"))?;
+    let dir = options
+        .work_dir
+        .clone()
+        .unwrap_or_else(|| temp.path().to_owned());
+    std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+
+    // Addresses: each agent's own QUIC socket, and the relay's front for it.
+    let listen: Vec<(String, SocketAddr)> = scenario
+        .topology
+        .names()
+        .into_iter()
+        .map(|n| free_udp_addr().map(|a| (n, a)))
+        .collect::<Result<_, _>>()?;
+    let relay = RelayMesh::start(&listen, seed)
+        .await
+        .map_err(|e| format!("fault relay: {e}"))?;
+    let mut tasks = JoinSet::new();
+    let mut backends: Vec<Backend> = Vec::new();
+    for (i, service) in scenario.topology.services.iter().enumerate() {
+        for (j, node) in service.on.iter().enumerate() {
+            let version = service
+                .versions
+                .get(node)
+                .cloned()
+                .unwrap_or_else(|| "v1".into());
+            let backend_seed =
+                seed ^ ((i as u64) << 32 | j as u64).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+            let b = Backend::start(
+                node,
+                &service.name,
+                &version,
+                service.protocol,
+                backend_seed,
+                &mut tasks,
+            )
+            .await
+            .map_err(|e| format!("backend {} on {node}: {e}", service.name))?;
+            backends.push(b);
+        }
+    }
+    let advertise = |name: &str| {
+        relay
+            .front(name)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9)))
+    };
+    let hosted = |name: &str| {
+        backends
+            .iter()
+            .filter(|b| b.node == name)
+            .map(|b| {
+                let protocol = scenario
+                    .topology
+                    .services
+                    .iter()
+                    .find(|s| s.name == b.service)
+                    .map_or(crate::scenario::Protocol::Http, |s| s.protocol);
+                Hosted {
+                    service: b.service.clone(),
+                    protocol,
+                    version: b.version.clone(),
+                    address: b.addr,
+                }
+            })
+            .collect()
+    };
+    let mut cluster = Cluster::prepare(
+        scenario,
+        &dir,
+        &options.plexus,
+        &listen,
+        &Wiring {
+            advertise: &advertise,
+            services: &hosted,
+        },
+    )?;
+    if plan
+        .iter()
+        .any(|f| matches!(f.kind, FaultKind::ClockSkew { .. }))
+        && !cluster.has_faketime()
+    {
+        return Err(
+            "this scenario skews a clock, which needs libfaketime (apt-get install faketime)"
+                .into(),
+        );
+    }
+    for name in scenario.topology.names() {
+        cluster.start(&name, Variant::Good)?;
+    }
+    if let Err(e) = warm_up(scenario, &mut cluster).await {
+        let tails: Vec<String> = scenario
+            .topology
+            .names()
+            .iter()
+            .map(|n| {
+                format!(
+                    "--- {n} (last lines of its log)\n{}",
+                    cluster.log_tail(n, 8)
+                )
+            })
+            .collect();
+        return Err(format!("{e}\n{}", tails.join("\n")));
+    }
+
+    let cluster = Arc::new(Mutex::new(cluster));
+    let epoch = Instant::now();
+    let samples: Samples = Arc::default();
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let sources: Vec<SocketAddr> = {
+        let c = lock(&cluster);
+        scenario
+            .workload
+            .from
+            .iter()
+            .filter_map(|n| c.node(n)?.upstream)
+            .collect()
+    };
+    let load = tokio::spawn(workload::drive(
+        scenario.workload.clone(),
+        sources,
+        epoch,
+        scenario.length(),
+        stop_rx.clone(),
+        samples.clone(),
+    ));
+    let seen = Arc::new(Mutex::new(Seen::default()));
+    let watcher = tokio::spawn(watch_agents(cluster.clone(), epoch, seen.clone(), stop_rx));
+
+    // The schedule: phase starts, fault applications and heals, in time order.
+    let mut actions: Vec<(Duration, Action)> = Vec::new();
+    let mut t = Duration::ZERO;
+    for (i, phase) in scenario.phases.iter().enumerate() {
+        actions.push((t, Action::Phase(i)));
+        t += phase.duration;
+    }
+    for (i, fault) in plan.iter().enumerate() {
+        actions.push((fault.start, Action::Apply(i)));
+        if fault.end > fault.start {
+            actions.push((fault.end, Action::Heal(i)));
+        }
+    }
+    actions.sort_by_key(|(at, a)| (*at, a.order()));
+    let end = scenario.length();
+    let mut healed_at: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut applied: Vec<usize> = Vec::new();
+    let mut aborted = false;
+    let mut next_progress = Duration::from_secs(1);
+    let mut actions = actions.into_iter().peekable();
+    let mut current_phase = 0;
+    let finished_at = loop {
+        let now = epoch.elapsed();
+        if now >= end {
+            break end;
+        }
+        let next_action = actions.peek().map(|(at, _)| *at);
+        let wake = [Some(next_progress), next_action, Some(end)]
+            .into_iter()
+            .flatten()
+            .min()
+            .unwrap_or(end);
+        if wake > now {
+            tokio::time::sleep_until(epoch + wake).await;
+        }
+        let now = epoch.elapsed();
+        while let Some((at, _)) = actions.peek() {
+            if *at > now {
+                break;
+            }
+            let Some((at, action)) = actions.next() else {
+                break;
+            };
+            match action {
+                Action::Phase(i) => {
+                    current_phase = i;
+                    let phase = &scenario.phases[i];
+                    note(
+                        &seen,
+                        at,
+                        EventKind::PhaseStart,
+                        None,
+                        format!("phase `{}` ({:?})", phase.name, phase.duration),
+                    );
+                    if options.progress {
+                        eprintln!(
+                            "[{:>6.1}s] phase `{}` for {:?}",
+                            at.as_secs_f64(),
+                            phase.name,
+                            phase.duration
+                        );
+                    }
+                }
+                Action::Apply(i) => {
+                    let fault = &plan[i];
+                    let result = apply(fault, &cluster, &relay, &backends).await;
+                    applied.push(i);
+                    let detail = match &result {
+                        Ok(()) => format!("applied: {}", fault.label),
+                        Err(e) => format!("could not apply {}: {e}", fault.label),
+                    };
+                    if options.progress {
+                        eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
+                    }
+                    note(
+                        &seen,
+                        at,
+                        EventKind::FaultApplied,
+                        fault.targets.first().cloned(),
+                        detail,
+                    );
+                    if fault.end == fault.start {
+                        healed_at.insert(i, at);
+                    }
+                }
+                Action::Heal(i) => {
+                    let fault = &plan[i];
+                    let result = heal(fault, &cluster, &relay, &backends).await;
+                    healed_at.insert(i, at);
+                    let detail = match &result {
+                        Ok(()) => format!("healed: {}", fault.label),
+                        Err(e) => format!("could not heal {}: {e}", fault.label),
+                    };
+                    if options.progress {
+                        eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
+                    }
+                    note(
+                        &seen,
+                        at,
+                        EventKind::FaultHealed,
+                        fault.targets.first().cloned(),
+                        detail,
+                    );
+                }
+            }
+        }
+        if now >= next_progress {
+            next_progress += Duration::from_secs(1);
+            let partial = snapshot(
+                scenario, seed, &plan, &applied, &healed_at, &samples, &seen, &backends, epoch, now,
+            );
+            if options.progress {
+                eprintln!(
+                    "{}",
+                    progress_line(&partial, now, &scenario.phases[current_phase].name)
+                );
+            }
+            if let Some(failed) = abort_check(scenario, &partial, now) {
+                note(
+                    &seen,
+                    now,
+                    EventKind::Abort,
+                    None,
+                    format!("aborted: {failed}"),
+                );
+                if options.progress {
+                    eprintln!("[{:>6.1}s] ABORT: {failed}", now.as_secs_f64());
+                }
+                aborted = true;
+                break now;
+            }
+        }
+    };
+    let _ = stop_tx.send(true);
+    let _ = tokio::time::timeout(scenario.workload.timeout + Duration::from_secs(2), load).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
+    let evidence = consensus_evidence(&cluster, scenario).await;
+    // Heal what is still applied (network links, backends), then stop everything.
+    relay.heal_all();
+    for b in &backends {
+        b.set(None);
+    }
+    lock(&cluster).shutdown();
+    relay.shutdown();
+    tasks.abort_all();
+
+    let mut record = snapshot(
+        scenario,
+        seed,
+        &plan,
+        &applied,
+        &healed_at,
+        &samples,
+        &seen,
+        &backends,
+        epoch,
+        finished_at,
+    );
+    record.samples.sort_by_key(|s| s.at);
+    let results = scenario
+        .checks
+        .iter()
+        .map(|c| checks::evaluate(c, &record, evidence.as_ref()))
+        .collect();
+    let verdict = checks::verdict(scenario, &record, results, aborted);
+    if options.work_dir.is_none() {
+        drop(temp);
+    }
+    Ok((record, verdict))
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Phase(usize),
+    Apply(usize),
+    Heal(usize),
+}
+
+impl Action {
+    /// At one instant: a phase starts, then heals happen, then new faults.
+    fn order(&self) -> u8 {
+        match self {
+            Action::Phase(_) => 0,
+            Action::Heal(_) => 1,
+            Action::Apply(_) => 2,
+        }
+    }
+}
+
+/// What the watcher collected.
+#[derive(Default)]
+struct Seen {
+    events: Vec<Event>,
+    observations: Vec<Observation>,
+    counters: Vec<CounterReading>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn note(
+    seen: &Mutex<Seen>,
+    at: Duration,
+    kind: EventKind,
+    subject: Option<String>,
+    detail: String,
+) {
+    lock(seen).events.push(Event {
+        at,
+        kind,
+        subject,
+        observer: None,
+        detail,
+    });
+}

@@ -1,0 +1,166 @@
+//! Watching the agents: warm-up until the mesh has formed, the periodic looks during the run,
+//! and the consensus evidence at its end.
+
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use super::{lock, note, Seen, LOOK_EVERY, READY_LIMIT};
+use crate::checks::{self, ConsensusEvidence};
+use crate::cluster::{Cluster, ProcState};
+use crate::observe::{self, Watcher};
+use crate::record::EventKind;
+use crate::scenario::Scenario;
+
+/// Waits until every agent is ready and each workload source routes to every node hosting the
+/// workload's service.
+pub(super) async fn warm_up(scenario: &Scenario, cluster: &mut Cluster) -> Result<(), String> {
+    let deadline = Instant::now() + READY_LIMIT;
+    let service = scenario
+        .topology
+        .services
+        .iter()
+        .find(|s| s.name == scenario.workload.service);
+    let expected = service.map_or(0, |s| s.on.len());
+    loop {
+        if let Some((name, status)) = cluster.reap().into_iter().next() {
+            return Err(format!("agent {name} exited during start-up ({status})"));
+        }
+        let mut waiting = Vec::new();
+        for node in &cluster.nodes {
+            let ready = tokio::time::timeout(
+                Duration::from_secs(1),
+                plexus_agent::ctl::get(node.admin, "/readyz"),
+            )
+            .await;
+            match ready {
+                Ok(Ok((200, _))) => {}
+                Ok(Ok((status, body))) => {
+                    waiting.push(format!("{}: /readyz {status} {}", node.name, body.trim()))
+                }
+                _ => waiting.push(format!("{}: admin API not answering", node.name)),
+            }
+            if node.upstream.is_some() {
+                let routed = observe::look(node.admin, false)
+                    .await
+                    .map_or(0, |l| l.routed.len());
+                if routed < expected {
+                    waiting.push(format!(
+                        "{}: routes to {routed} of {expected} endpoints",
+                        node.name
+                    ));
+                }
+            }
+        }
+        if waiting.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() >= deadline {
+            return Err(format!(
+                "the mesh did not form within {READY_LIMIT:?}: {}",
+                waiting.join("; ")
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Looks at every running agent every 250 ms (counters every second) until `stop`.
+pub(super) async fn watch_agents(
+    cluster: Arc<Mutex<Cluster>>,
+    epoch: Instant,
+    seen: Arc<Mutex<Seen>>,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut watcher = Watcher::default();
+    let mut ticks = tokio::time::interval(LOOK_EVERY);
+    let mut round = 0u64;
+    loop {
+        tokio::select! {
+            _ = ticks.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        round += 1;
+        let at = epoch.elapsed();
+        let (nodes, exits) = {
+            let mut c = lock(&cluster);
+            let exits = c.reap();
+            let nodes: Vec<(String, SocketAddr, ProcState, Option<u32>)> = c
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.admin, n.state, c.pid(&n.name)))
+                .collect();
+            (nodes, exits)
+        };
+        for (name, status) in exits {
+            note(
+                &seen,
+                at,
+                EventKind::AgentExited,
+                Some(name.clone()),
+                format!("{name} exited on its own: {status}"),
+            );
+        }
+        let with_counters = round % 4 == 0;
+        for (name, admin, state, pid) in nodes {
+            let running = state == ProcState::Running;
+            let observation = observe::observation(at, &name, running, pid);
+            let look = if running {
+                observe::look(admin, with_counters).await
+            } else {
+                None
+            };
+            let mut s = lock(&seen);
+            s.observations.push(observation);
+            if let Some(look) = look {
+                let events = watcher.update(&name, at, &look);
+                s.events.extend(events);
+                s.counters.extend(observe::readings(at, &name, &look));
+            }
+        }
+    }
+}
+
+/// The voters' decision logs, if the agents serve them (not before consensus exists).
+pub(super) async fn consensus_evidence(
+    cluster: &Mutex<Cluster>,
+    scenario: &Scenario,
+) -> Option<ConsensusEvidence> {
+    let admins: Vec<(String, SocketAddr)> = {
+        let c = lock(cluster);
+        scenario
+            .topology
+            .voters
+            .iter()
+            .filter_map(|v| Some((v.clone(), c.node(v)?.admin)))
+            .collect()
+    };
+    let mut evidence = ConsensusEvidence::default();
+    for (name, admin) in admins {
+        let answer = tokio::time::timeout(
+            Duration::from_secs(1),
+            plexus_agent::ctl::get(admin, "/v1/decisions"),
+        )
+        .await;
+        let Ok(Ok((200, body))) = answer else {
+            return None;
+        };
+        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
+        let log = json["entries"]
+            .as_array()?
+            .iter()
+            .filter_map(|e| {
+                Some(checks::LogEntry {
+                    index: e["index"].as_u64()?,
+                    term: e["term"].as_u64()?,
+                    digest: e["digest"].as_str()?.to_owned(),
+                })
+            })
+            .collect();
+        evidence.logs.push((name, log));
+    }
+    (!evidence.logs.is_empty()).then_some(evidence)
+}

@@ -1,0 +1,145 @@
+//! The scenario file as written (TOML), before validation. Unknown keys are refused.
+
+use std::collections::BTreeMap;
+
+use serde::Deserialize;
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScenario {
+    pub name: String,
+    /// One line: what this scenario shows.
+    pub purpose: String,
+    pub seed: Option<u64>,
+    /// Part of the quick subset (CI).
+    #[serde(default)]
+    pub quick: bool,
+    pub topology: RawTopology,
+    #[serde(default)]
+    pub agent: RawAgent,
+    pub workload: RawWorkload,
+    #[serde(default)]
+    pub phase: Vec<RawPhase>,
+    #[serde(default)]
+    pub check: Vec<RawCheck>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTopology {
+    /// A count (`node-1` .. `node-N`) or the names.
+    pub nodes: RawNodes,
+    /// Zones, given to nodes in turn.
+    #[serde(default)]
+    pub zones: Vec<String>,
+    #[serde(default)]
+    pub voters: Option<usize>,
+    #[serde(default)]
+    pub services: Vec<RawService>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNodes {
+    Count(i64),
+    Names(Vec<String>),
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawService {
+    pub name: String,
+    pub protocol: Option<String>,
+    /// `all`, or node names.
+    pub on: Option<RawNodeList>,
+    pub version: Option<String>,
+    /// Per node versions that differ from `version`.
+    #[serde(default)]
+    pub versions: BTreeMap<String, String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum RawNodeList {
+    One(String),
+    Many(Vec<String>),
+}
+
+/// Settings for every agent of the run; `upstream` and `service` are merged into each
+/// `[[upstream]]` and `[[service]]` block the harness writes.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAgent {
+    pub gossip_interval: Option<String>,
+    pub phi_threshold: Option<f64>,
+    pub health_interval: Option<String>,
+    pub upstream: Option<toml::Table>,
+    pub service: Option<toml::Table>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawWorkload {
+    pub kind: Option<String>,
+    pub rate: i64,
+    pub from: Option<RawNodeList>,
+    pub service: String,
+    pub timeout: Option<String>,
+    pub max_in_flight: Option<i64>,
+    pub method: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPhase {
+    pub name: String,
+    pub duration: String,
+    #[serde(default)]
+    pub faults: Vec<RawFault>,
+}
+
+/// Every fault key; which ones apply depends on `kind` (checked in validation).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawFault {
+    pub kind: String,
+    pub target: Option<String>,
+    /// Network faults: the other end (default: every other node).
+    pub peer: Option<String>,
+    /// Network faults: `both` (default), `outbound` (from target), `inbound` (to target).
+    pub direction: Option<String>,
+    /// Offset into the phase (default 0).
+    pub at: Option<String>,
+    /// How long it lasts (default: to the end of the phase).
+    #[serde(rename = "for")]
+    pub lasts: Option<String>,
+    pub rate: Option<f64>,
+    pub delay: Option<String>,
+    pub jitter: Option<String>,
+    pub bandwidth: Option<String>,
+    pub status: Option<i64>,
+    pub service: Option<String>,
+    pub version: Option<String>,
+    /// `rolling-restart`: time between two restarts.
+    pub interval: Option<String>,
+    /// `clock-skew`: e.g. `+2h`, `-30m`.
+    pub offset: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCheck {
+    pub kind: String,
+    pub mode: Option<String>,
+    pub phase: Option<String>,
+    /// Grace: skip this much of the check's window.
+    pub after: Option<String>,
+    pub min: Option<f64>,
+    pub max: Option<toml::Value>,
+    pub quantile: Option<f64>,
+    pub target: Option<String>,
+    pub abort: Option<bool>,
+    pub pass_percent: Option<f64>,
+    /// `time-to-shift`: the share under which the target counts as shifted away from.
+    pub below: Option<f64>,
+}

@@ -1,0 +1,244 @@
+//! Validating one `[[check]]`.
+
+use std::time::Duration;
+
+use super::super::raw::RawCheck;
+use super::{Names, Validator, NODE_TARGETS};
+use crate::scenario::*;
+
+impl Validator<'_> {
+    pub(super) fn check(
+        &mut self,
+        key: &str,
+        raw: &RawCheck,
+        names: &Names,
+        phases: &[String],
+    ) -> Option<Check> {
+        let hour = Duration::from_secs(3600);
+        let target = |v: &mut Self| -> Option<Target> {
+            let mut allow = NODE_TARGETS.to_vec();
+            allow.push("faulted");
+            v.target(
+                &format!("{key}.target"),
+                raw.target.as_deref().unwrap_or("faulted"),
+                names,
+                &allow,
+            )
+        };
+        let max_duration = |v: &mut Self| -> Option<Duration> {
+            match &raw.max {
+                Some(toml::Value::String(s)) => {
+                    v.duration(&format!("{key}.max"), s, Duration::ZERO, hour)
+                }
+                _ => {
+                    v.error(format!("{key}.max"), "missing: a duration such as \"2s\"");
+                    None
+                }
+            }
+        };
+        let max_number = |v: &mut Self, required: bool| -> Option<Option<f64>> {
+            match &raw.max {
+                Some(toml::Value::Float(f)) => Some(Some(*f)),
+                Some(toml::Value::Integer(i)) => Some(Some(*i as f64)),
+                None if !required => Some(None),
+                None => {
+                    v.error(format!("{key}.max"), "missing: a number");
+                    None
+                }
+                Some(other) => {
+                    v.error(format!("{key}.max"), format!("`{other}` is not a number"));
+                    None
+                }
+            }
+        };
+        let mut used: Vec<&str> = Vec::new();
+        let kind = match raw.kind.as_str() {
+            "success-rate" => {
+                used.push("min");
+                Some(CheckKind::SuccessRate {
+                    min: self.ratio(&format!("{key}.min"), raw.min)?,
+                })
+            }
+            "latency" => {
+                used.extend(["quantile", "max"]);
+                let quantile = raw.quantile.unwrap_or(0.99);
+                if !(0.0..=1.0).contains(&quantile) || quantile == 0.0 {
+                    self.error(
+                        format!("{key}.quantile"),
+                        format!("{quantile}: between 0 and 1, e.g. 0.99"),
+                    );
+                    return None;
+                }
+                Some(CheckKind::Latency {
+                    quantile,
+                    max: max_duration(self)?,
+                })
+            }
+            "traffic-share" => {
+                used.extend(["target", "min", "max"]);
+                let max = max_number(self, false)?;
+                if raw.min.is_none() && max.is_none() {
+                    self.error(
+                        key,
+                        "traffic-share needs `min`, `max` or both (shares from 0 to 1)",
+                    );
+                    return None;
+                }
+                for (k, v) in [("min", raw.min), ("max", max)] {
+                    if let Some(v) = v {
+                        if !(0.0..=1.0).contains(&v) {
+                            self.error(
+                                format!("{key}.{k}"),
+                                format!("{v} is not a share between 0 and 1"),
+                            );
+                        }
+                    }
+                }
+                Some(CheckKind::TrafficShare {
+                    target: target(self)?,
+                    min: raw.min,
+                    max,
+                })
+            }
+            "time-to-shift" => {
+                used.extend(["target", "below", "max"]);
+                Some(CheckKind::TimeToShift {
+                    target: target(self)?,
+                    below: raw
+                        .below
+                        .map_or(Some(0.05), |b| self.ratio(&format!("{key}.below"), Some(b)))?,
+                    max: max_duration(self)?,
+                })
+            }
+            "time-to-eject" => {
+                used.extend(["target", "max"]);
+                Some(CheckKind::TimeToEject {
+                    target: target(self)?,
+                    max: max_duration(self)?,
+                })
+            }
+            "time-to-detect" => {
+                used.extend(["target", "max"]);
+                Some(CheckKind::TimeToDetect {
+                    target: target(self)?,
+                    max: max_duration(self)?,
+                })
+            }
+            "retry-amplification" => {
+                used.push("max");
+                match max_number(self, true)? {
+                    Some(m) if m >= 1.0 => Some(CheckKind::RetryAmplification { max: m }),
+                    m => {
+                        self.error(
+                            format!("{key}.max"),
+                            format!("{m:?}: attempts per request are at least 1"),
+                        );
+                        None
+                    }
+                }
+            }
+            "agent-rss" => {
+                used.push("max");
+                let max_mib = max_number(self, true)??;
+                if max_mib <= 0.0 {
+                    self.error(format!("{key}.max"), "MiB above 0");
+                }
+                Some(CheckKind::AgentRss { max_mib })
+            }
+            "failed-handshakes" => {
+                used.push("max");
+                Some(CheckKind::FailedHandshakes {
+                    max: max_number(self, false)?.unwrap_or(0.0),
+                })
+            }
+            "no-healthy-quarantined" => Some(CheckKind::NoHealthyQuarantined),
+            "quarantine-within" => {
+                used.extend(["target", "max"]);
+                Some(CheckKind::QuarantineWithin {
+                    target: target(self)?,
+                    max: max_duration(self)?,
+                })
+            }
+            "voter-logs-identical" => Some(CheckKind::VoterLogsIdentical),
+            "no-decision-lost" => Some(CheckKind::NoDecisionLost),
+            other => {
+                self.error(
+                    format!("{key}.kind"),
+                    format!(
+                        "`{other}` is not a check; use success-rate, latency, traffic-share, time-to-shift, \
+                         time-to-eject, time-to-detect, retry-amplification, agent-rss, failed-handshakes, \
+                         no-healthy-quarantined, quarantine-within, voter-logs-identical or no-decision-lost"
+                    ),
+                );
+                return None;
+            }
+        };
+        let set = [
+            ("min", raw.min.is_some()),
+            ("max", raw.max.is_some()),
+            ("quantile", raw.quantile.is_some()),
+            ("target", raw.target.is_some()),
+            ("below", raw.below.is_some()),
+        ];
+        for (k, is_set) in set {
+            if is_set && !used.contains(&k) {
+                self.error(
+                    format!("{key}.{k}"),
+                    format!("does not apply to `{}`", raw.kind),
+                );
+            }
+        }
+        let kind = kind?;
+        let default_mode = match kind {
+            CheckKind::TimeToShift { .. }
+            | CheckKind::TimeToEject { .. }
+            | CheckKind::TimeToDetect { .. }
+            | CheckKind::QuarantineWithin { .. }
+            | CheckKind::TrafficShare { .. } => Mode::During,
+            CheckKind::VoterLogsIdentical | CheckKind::NoDecisionLost => Mode::After,
+            _ => Mode::Continuous,
+        };
+        let mode = match raw.mode.as_deref() {
+            None => default_mode,
+            Some("before") => Mode::Before,
+            Some("during") => Mode::During,
+            Some("after") => Mode::After,
+            Some("continuous") => Mode::Continuous,
+            Some(other) => {
+                self.error(
+                    format!("{key}.mode"),
+                    format!("`{other}`: use before, during, after or continuous"),
+                );
+                return None;
+            }
+        };
+        if let Some(phase) = &raw.phase {
+            if !phases.contains(phase) {
+                self.error(
+                    format!("{key}.phase"),
+                    format!("`{phase}` is not a phase of this scenario"),
+                );
+            }
+        }
+        let pass_percent = raw.pass_percent.unwrap_or(100.0);
+        if !(0.0..=100.0).contains(&pass_percent) {
+            self.error(
+                format!("{key}.pass_percent"),
+                format!("{pass_percent}: 0 to 100"),
+            );
+        }
+        Some(Check {
+            kind,
+            mode,
+            phase: raw.phase.clone(),
+            after: self.opt_duration(
+                &format!("{key}.after"),
+                raw.after.as_deref(),
+                Duration::ZERO,
+                hour,
+            ),
+            abort: raw.abort.unwrap_or(false),
+            pass_percent,
+        })
+    }
+}
