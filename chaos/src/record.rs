@@ -248,9 +248,11 @@ impl Slice {
     }
 }
 
-/// Cuts samples into slices of `width` over `[0, length)`: success rate, p99 and the
-/// per-node share of answered requests (samples are taken by their scheduled time).
-pub fn slices(samples: &[Sample], length: Duration, width: Duration) -> Vec<Slice> {
+/// Cuts the run into slices of `width` over `[0, length)`: success rate and p99 of the
+/// workload's requests (by scheduled time), and each node's share of the requests its backend
+/// received (`hits`: where the mesh really sent traffic, retries included). Without hits, the
+/// share is of answered requests by the node that answered.
+pub fn slices(samples: &[Sample], hits: &[Hit], length: Duration, width: Duration) -> Vec<Slice> {
     let width_us = width.as_micros().max(1);
     let count = length.as_micros().div_ceil(width_us) as usize;
     let mut latencies: Vec<Vec<u64>> = vec![Vec::new(); count];
@@ -273,16 +275,21 @@ pub fn slices(samples: &[Sample], length: Duration, width: Duration) -> Vec<Slic
             slice.ok += 1;
         }
         latencies[i].push(sample.latency.as_micros() as u64);
-        if let Some(node) = &sample.served_by {
+        if let (Some(node), true) = (&sample.served_by, hits.is_empty()) {
             *slice.share.entry(node.clone()).or_default() += 1.0;
+        }
+    }
+    for hit in hits {
+        if let Some(slice) = out.get_mut((hit.at.as_micros() / width_us) as usize) {
+            *slice.share.entry(hit.node.clone()).or_default() += 1.0;
         }
     }
     for (slice, mut lat) in out.iter_mut().zip(latencies) {
         slice.p99_us = quantile(&mut lat, 0.99);
-        let answered: f64 = slice.share.values().sum();
-        if answered > 0.0 {
+        let total: f64 = slice.share.values().sum();
+        if total > 0.0 {
             for v in slice.share.values_mut() {
-                *v /= answered;
+                *v /= total;
             }
         }
     }
@@ -332,12 +339,28 @@ mod tests {
             sample(30, false, "b"),
             sample(1500, true, "a"),
         ];
-        let s = slices(&samples, Duration::from_secs(2), Duration::from_secs(1));
+        let s = slices(
+            &samples,
+            &[],
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        );
         assert_eq!(s.len(), 2);
         assert_eq!((s[0].requests, s[0].ok), (3, 2));
         assert_eq!(s[0].share["a"], 0.5);
         assert_eq!(s[1].share["a"], 1.0);
         assert_eq!(s[1].success_rate(), Some(1.0));
+        let hits = [Hit {
+            at: Duration::from_millis(5),
+            node: "c".into(),
+        }];
+        let s = slices(
+            &samples,
+            &hits,
+            Duration::from_secs(2),
+            Duration::from_secs(1),
+        );
+        assert_eq!(s[0].share["c"], 1.0, "backend hits win over answers");
     }
 
     #[test]

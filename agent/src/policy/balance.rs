@@ -65,6 +65,20 @@ impl PeakEwma {
         }
     }
 
+    /// An endpoint that joins a set whose other endpoints are already measured starts at
+    /// `cost` (their median): starting every newcomer at `default_rtt` starved it at light
+    /// load, since P2C kept preferring endpoints measured far below the default for as long as
+    /// the default took to decay (~30 s; found by the chaos harness's `bad-certificates`).
+    pub fn starting_at(cost: Duration, now: Instant) -> Self {
+        Self {
+            cost_ns: nanos(cost),
+            stamp: now,
+            in_flight: 0,
+            bias_exponent: 0,
+            bias_stamp: now,
+        }
+    }
+
     /// The failure bias now: 2^failures in a row, halving every half-life since the last one.
     pub fn bias(&self, config: &BalanceConfig, now: Instant) -> f64 {
         if self.bias_exponent == 0 {

@@ -61,13 +61,24 @@ impl EndpointSet {
             .into_iter()
             .zip(std::mem::take(&mut self.trackers))
             .collect();
+        // Newcomers start at the median estimate of the endpoints that stay (healthy ones).
+        let mut costs: Vec<Duration> = old
+            .iter()
+            .filter(|(e, t)| addrs.contains(&e.addr) && matches!(t.state(), Ejection::Healthy))
+            .map(|(e, _)| e.ewma.cost(&self.balance, now))
+            .collect();
+        costs.sort();
+        let start = costs.get(costs.len() / 2).copied();
         for addr in addrs {
             let (endpoint, tracker) = match old.iter().position(|(e, _)| e.addr == *addr) {
                 Some(i) => old.swap_remove(i),
                 None => (
                     Endpoint {
                         addr: *addr,
-                        ewma: PeakEwma::new(&self.balance, now),
+                        ewma: match start {
+                            Some(cost) => PeakEwma::starting_at(cost, now),
+                            None => PeakEwma::new(&self.balance, now),
+                        },
                         weight: 1.0,
                     },
                     OutlierTracker::default(),

@@ -10,7 +10,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::watch;
 
 use super::http::caller::HttpCaller;
-use super::route::Route;
+use super::route::{Route, DISCOVERY_WAIT};
 use super::splice::{abort, splice, SpliceCounters, RESET_CODE};
 use crate::config::Upstream;
 use crate::gossip::MeshView;
@@ -151,6 +151,7 @@ impl UpstreamProxy {
         let service = &self.upstream.service;
         let started = std::time::Instant::now();
         let mut tried = Vec::new();
+        self.route.discovered(DISCOVERY_WAIT).await;
         while let Some(addr) = self.route.pick(&tried) {
             tried.push(addr);
             let opening = std::time::Instant::now();

@@ -75,6 +75,10 @@ pub struct BudgetJson {
 }
 
 const LATENCY_RESET: Duration = Duration::from_secs(60);
+/// How long a request waits for discovery when the upstream has no endpoint at all (an agent
+/// that has just started, before gossip has told it anything), before it is answered
+/// `no_endpoint`; Linkerd's balancer waits for endpoints in the same way before failing fast.
+pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
 
 impl Route {
     pub fn new(
@@ -126,6 +130,19 @@ impl Route {
                 .protocol(&self.upstream.service)
                 .unwrap_or(AppProtocol::Tcp),
         }
+    }
+
+    /// Waits, at most `limit`, until the upstream has at least one endpoint (static ones, or
+    /// routable ones from gossip); returns at once when it has. Returns whether it has.
+    pub async fn discovered(&self, limit: Duration) -> bool {
+        let mut view = self.lock().view.clone();
+        let has = |view: &MeshView| !endpoint_list(&self.upstream, view).is_empty();
+        if has(&view.borrow_and_update()) {
+            return true;
+        }
+        tokio::time::timeout(limit, view.wait_for(|v| has(v)))
+            .await
+            .is_ok_and(|r| r.is_ok())
     }
 
     /// Chooses an endpoint for an attempt, avoiding `exclude`; `None` when none may take it.

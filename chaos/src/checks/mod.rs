@@ -47,16 +47,36 @@ pub fn window(check: &Check, record: &RunRecord) -> Option<Window> {
     })
 }
 
-/// The nodes a check's target means; `faulted`: every node a fault in the window aimed at.
+/// The nodes a check's target means; `faulted`: every node a fault overlapping the window
+/// aimed at or, when none overlaps it (a check on the phase after a fault), the targets of
+/// the last fault that ended before it.
 fn targets(target: &Target, record: &RunRecord, w: &Window) -> Vec<String> {
     match target {
         Target::Node(n) => vec![n.clone()],
         Target::All => record.nodes.clone(),
         _ => {
-            let mut out: Vec<String> = record
+            let overlapping: Vec<_> = record
                 .faults
                 .iter()
                 .filter(|f| f.start < w.end && f.end.max(f.start + SLICE) > w.start)
+                .collect();
+            let chosen = if overlapping.is_empty() {
+                let last_end = record
+                    .faults
+                    .iter()
+                    .filter(|f| f.end <= w.start)
+                    .map(|f| f.end)
+                    .max();
+                record
+                    .faults
+                    .iter()
+                    .filter(|f| Some(f.end) == last_end)
+                    .collect()
+            } else {
+                overlapping
+            };
+            let mut out: Vec<String> = chosen
+                .iter()
                 .flat_map(|f| f.targets.iter().cloned())
                 .collect();
             out.sort();

@@ -102,7 +102,7 @@ impl<'r> Ctx<'r> {
         Ctx {
             record,
             x: 0.0..secs(end),
-            slices: slices(&record.samples, end, width),
+            slices: slices(&record.samples, &record.hits, end, width),
             per: format!("{} s", width.as_secs_f64()),
             faults: (record.faults.iter())
                 .map(|f| (secs(f.start), secs(f.end.max(f.start)), f.label.as_str()))
@@ -208,7 +208,10 @@ fn latency_panel(area: &Area<'_>, ctx: &Ctx) -> Res {
 }
 
 fn share_panel(area: &Area<'_>, ctx: &Ctx) -> Res {
-    let caption = format!("share of answered requests per node, per {} slice", ctx.per);
+    let caption = format!(
+        "share of requests each node's backend received (retries included), per {} slice",
+        ctx.per
+    );
     let desc = Some("time since the start of the run (s)");
     let mut chart = panel(area, ctx, &caption, 0.0..SHARE_TOP, &percent_label, desc)?;
     let record = ctx.record;

@@ -226,3 +226,23 @@ fn sync_keeps_the_state_of_endpoints_that_stay() {
     assert!(matches!(r[0].state, Ejection::Ejected { .. }));
     assert_eq!(r[1].state, Ejection::Healthy);
 }
+
+#[test]
+fn an_endpoint_that_joins_gets_its_share_at_once_at_light_load() {
+    let t0 = Instant::now();
+    let mut s = set(2, t0);
+    // Two endpoints measured at 1 ms for a minute (their estimates have come down from the
+    // default); a third joins.
+    let minute = Duration::from_secs(60);
+    simulate(&mut s, t0, 100, minute, |_, _| (MS, Outcome::Success));
+    let t1 = t0 + minute;
+    s.sync(&[addr(1), addr(2), addr(3)], t1);
+    let run = simulate(&mut s, t1, 100, Duration::from_secs(5), |_, _| {
+        (MS, Outcome::Success)
+    });
+    let joined = share(&run.sent, Duration::ZERO, Duration::from_secs(5), addr(3));
+    assert!(
+        joined > 0.15,
+        "the newcomer's share in its first 5 s: {joined}"
+    );
+}

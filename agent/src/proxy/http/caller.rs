@@ -21,7 +21,7 @@ use super::{
     agent_answer, is_idempotent, is_upgrade, strip_hop_by_hop, to_wire, ERROR, OVERLOADED,
 };
 use crate::policy::Outcome;
-use crate::proxy::route::Route;
+use crate::proxy::route::{Route, DISCOVERY_WAIT};
 use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 use crate::transport::PeerPool;
@@ -204,6 +204,9 @@ impl HttpCaller {
         let mut retries = 0;
         let mut last: Option<Response<ProxyBody>> = None;
         let mut reason = "no_endpoint";
+        self.route
+            .discovered(DISCOVERY_WAIT.min(policy.request_timeout))
+            .await;
         while let Some(addr) = self.route.pick(&tried) {
             let now = tokio::time::Instant::now();
             if now >= deadline {
