@@ -209,7 +209,7 @@ fn latency_panel(area: &Area<'_>, ctx: &Ctx) -> Res {
 
 fn share_panel(area: &Area<'_>, ctx: &Ctx) -> Res {
     let caption = format!(
-        "share of requests each node's backend received (retries included), per {} slice",
+        "share of requests the backends received, per node (retries included), per {} slice",
         ctx.per
     );
     let desc = Some("time since the start of the run (s)");

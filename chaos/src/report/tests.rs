@@ -205,7 +205,7 @@ fn svg_shows_panels_nodes_fault_and_phases() {
         "backend-errors node-3 (echo)",
         "success rate per 0.5 s slice",
         "p99 latency",
-        "share of answered requests",
+        "share of requests the backends received",
         "steady",
         "healed",
         "one-endpoint-fails-hard",
