@@ -26,6 +26,8 @@
 //! - any failure or non-200 answer (with its `plexus-error` reason) is counted and printed: a
 //!   run with any is not a valid measurement.
 //!
+//! `HTTP_BENCH_ROUNDS=N` measures N rounds (1 to 50) instead of 5.
+//!
 //! Diagnostic variants (off by default): `HTTP_BENCH_ADAPTIVE_LIMIT=off` turns node-b's
 //! adaptive concurrency limit off; `HTTP_BENCH_WARM=1` keeps every CPU awake with `nice -n 19`
 //! spinners (this binary with `--spin`), as the proxy bench's "warm" condition.
@@ -54,6 +56,7 @@ use report::{Cell, RateResult, Setup, Snapshot};
 const RATES: [u64; 2] = [1_000, 5_000];
 const CONNECTIONS: usize = 32;
 const WARMUP: Duration = Duration::from_secs(2);
+/// Rounds per path and rate (`HTTP_BENCH_ROUNDS` overrides, 1 to 50: more rounds, a steadier tail).
 const ROUNDS: usize = 5;
 const ROUND: Duration = Duration::from_secs(2);
 const LEAD_IN: Duration = Duration::from_millis(250);
@@ -85,6 +88,10 @@ fn main() {
     // Diagnostic variants (see the top of this file).
     let no_limit = std::env::var("HTTP_BENCH_ADAPTIVE_LIMIT").is_ok_and(|v| v == "off");
     let warm = std::env::var("HTTP_BENCH_WARM").is_ok_and(|v| v == "1");
+    let rounds: usize = std::env::var("HTTP_BENCH_ROUNDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .map_or(ROUNDS, |n: usize| n.clamp(1, 50));
     procs::tighten_timer_slack();
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -177,14 +184,14 @@ fn main() {
     // node-b's adaptive limit at the end of each Plexus round: (rate, reading).
     let mut limits: Vec<(u64, String)> = Vec::new();
     for rate in RATES {
-        eprintln!("[http bench] {rate} req/s: warm-up and {ROUNDS} rounds per path");
+        eprintln!("[http bench] {rate} req/s: warm-up and {rounds} rounds per path");
         let mut cells: Vec<Cell> = paths.iter().map(|_| Cell::new(tracked.len())).collect();
         for (path, cell) in paths.iter_mut().zip(&mut cells) {
             wait_quiet(&snapshot, tps, &mut budget);
             let warmup = load::run(&mut path.conns, rate, Duration::ZERO, WARMUP, || {});
             cell.warmup.merge(&warmup);
         }
-        for round in 0..ROUNDS {
+        for round in 0..rounds {
             for j in 0..paths.len() {
                 let i = (round + j) % paths.len();
                 for attempt in 1..=ATTEMPTS {
@@ -218,7 +225,7 @@ fn main() {
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     let mut description = format!(
         "{cpus} CPUs; {haproxy_note}; {CONNECTIONS} keep-alive HTTP/1.1 connections, open loop; \
-         per path and rate {ROUNDS} rounds x {} s measured after {} s warm-up, path order \
+         per path and rate {rounds} rounds x {} s measured after {} s warm-up, path order \
          rotating; 100-byte answers",
         ROUND.as_secs(),
         WARMUP.as_secs()

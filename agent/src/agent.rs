@@ -333,6 +333,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         state.clone(),
         shutdown_rx.clone(),
     ));
+    tasks.spawn(transport::forgive_returning_peers(
+        gossip.view(),
+        pool.clone(),
+        shutdown_rx.clone(),
+    ));
     // Histogram samples are folded into buckets here even when nobody scrapes /metrics.
     tasks.spawn(telemetry.clone().keep_up(Duration::from_secs(5)));
     tasks.spawn(crate::health::probe_services(

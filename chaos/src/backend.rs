@@ -40,6 +40,8 @@ pub struct Backend {
 struct Shared {
     node: String,
     version: String,
+    /// Time a healthy answer takes.
+    latency: Duration,
     effect: watch::Sender<Option<BackendEffect>>,
     inner: Mutex<Inner>,
 }
@@ -51,12 +53,14 @@ struct Inner {
 }
 
 impl Backend {
-    /// Binds 127.0.0.1:0 and serves until `tasks` is dropped.
+    /// Binds 127.0.0.1:0 and serves until `tasks` is dropped; healthy answers take `latency`.
+    #[allow(clippy::too_many_arguments)]
     pub async fn start(
         node: &str,
         service: &str,
         version: &str,
         protocol: Protocol,
+        latency: Duration,
         seed: u64,
         tasks: &mut JoinSet<()>,
     ) -> std::io::Result<Self> {
@@ -65,6 +69,7 @@ impl Backend {
         let state = Arc::new(Shared {
             node: node.to_owned(),
             version: version.to_owned(),
+            latency,
             effect: watch::channel(None).0,
             inner: Mutex::new(Inner {
                 rng: SmallRng::seed_from_u64(seed),
@@ -121,12 +126,12 @@ impl Shared {
         let mut inner = self.inner.lock().unwrap_or_else(|e| e.into_inner());
         inner.hits.push(Instant::now());
         match effect {
-            None => Fate::Answer(Duration::ZERO),
+            None => Fate::Answer(self.latency),
             Some(BackendEffect::Errors { rate, status }) => {
                 if inner.rng.random_bool(rate) {
                     Fate::Error(status)
                 } else {
-                    Fate::Answer(Duration::ZERO)
+                    Fate::Answer(self.latency)
                 }
             }
             Some(BackendEffect::Latency { delay, jitter }) => {
@@ -145,7 +150,7 @@ impl Shared {
                 if inner.rng.random_bool(rate) {
                     Fate::Reset
                 } else {
-                    Fate::Answer(Duration::ZERO)
+                    Fate::Answer(self.latency)
                 }
             }
         }

@@ -97,7 +97,7 @@ impl Watcher {
             let before = self.members.insert(key, state.clone());
             let was_down = before.as_deref().is_some_and(is_down);
             let known = before.is_some();
-            if is_down(state) && !was_down {
+            if known && is_down(state) && !was_down {
                 events.push(Event {
                     at,
                     kind: EventKind::MemberDown,

@@ -35,7 +35,7 @@ pub use publish::NodeFacts;
 use publish::{build_edges, build_summary, edges_changed, summary_changed, PublishGate};
 use seal::{cert_value, SealVerifier, Sealer, CERT_KEY};
 pub use transport::GossipInbox;
-pub use view::{MemberState, MeshView};
+pub use view::{Member, MemberState, MeshView};
 use view::{Membership, NodeObservation};
 
 /// The key of a node's sealed [`NodeSummary`].

@@ -9,12 +9,14 @@ mod backoff;
 mod datagram;
 mod frames;
 mod pool;
+mod returning;
 mod tls;
 
 pub use backoff::Backoff;
 pub use datagram::QuicShape;
 pub use frames::{read_message, write_message, ReadMessageError};
 pub use pool::{DialError, PeerPool};
+pub use returning::{forgive_returning_peers, Returning};
 pub use tls::{client_config, server_config, ALPN};
 
 use std::net::SocketAddr;

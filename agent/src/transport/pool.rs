@@ -151,6 +151,12 @@ impl PeerPool {
         };
     }
 
+    /// Forgets the dial backoff toward `addr`: gossip says the peer is back (see
+    /// `returning`), so the failures that earned it belong to a process that is gone.
+    pub fn forgive(&self, addr: SocketAddr) {
+        self.confirm(addr);
+    }
+
     fn dial_failed(&self, addr: SocketAddr) {
         self.telemetry
             .counter(names::DIAL_FAILURES, &[("peer", &addr.to_string())])

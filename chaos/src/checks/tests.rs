@@ -289,3 +289,29 @@ fn consensus_checks_are_not_evaluated_without_evidence_and_judged_with_it() {
         CheckStatus::Fail
     );
 }
+
+#[test]
+fn failed_handshakes_count_increases_on_agents_no_fault_aimed_at() {
+    let mut r = record();
+    let reading = |at, node: &str, value| crate::record::CounterReading {
+        at: ms(at),
+        node: node.into(),
+        name: "plexus_handshake_failures_total".into(),
+        value,
+    };
+    r.counters = vec![
+        reading(9_000, "node-1", 1.0),
+        reading(12_000, "node-1", 3.0),
+        // node-1 restarted: its counter starts again from zero.
+        reading(14_000, "node-1", 0.0),
+        reading(16_000, "node-1", 2.0),
+        // node-3 is the faulted node: not counted.
+        reading(9_000, "node-3", 0.0),
+        reading(12_000, "node-3", 50.0),
+    ];
+    assert_eq!(handshake_failures(&r, ms(10_000), ms(20_000)), 4.0);
+    let c = check(CheckKind::FailedHandshakes { max: 0.0 }, Mode::During);
+    assert_eq!(evaluate(&c, &r, None).status, CheckStatus::Fail);
+    let c = check(CheckKind::FailedHandshakes { max: 4.0 }, Mode::During);
+    assert_eq!(evaluate(&c, &r, None).status, CheckStatus::Pass);
+}

@@ -24,7 +24,7 @@ use crate::scenario::{FaultKind, Scenario};
 use crate::schedule;
 use crate::workload::{self, Samples};
 use faults::{apply, heal};
-use progress::{abort_check, progress_line, snapshot};
+use progress::{abort_check, planned, progress_line, snapshot};
 use watch::{consensus_evidence, warm_up, watch_agents};
 
 /// How a run is done.
@@ -61,6 +61,10 @@ pub async fn run(
         .clone()
         .unwrap_or_else(|| temp.path().to_owned());
     std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    // Absolute: agents read relative paths in their configuration from its directory.
+    let dir = dir
+        .canonicalize()
+        .map_err(|e| format!("{}: {e}", dir.display()))?;
 
     // Addresses: each agent's own QUIC socket, and the relay's front for it.
     let listen: Vec<(String, SocketAddr)> = scenario
@@ -88,6 +92,7 @@ pub async fn run(
                 &service.name,
                 &version,
                 service.protocol,
+                service.latency,
                 backend_seed,
                 &mut tasks,
             )
@@ -198,6 +203,7 @@ pub async fn run(
     }
     actions.sort_by_key(|(at, a)| (*at, a.order()));
     let end = scenario.length();
+    let scheduled = planned(scenario, seed, &plan);
     let mut healed_at: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut applied: Vec<usize> = Vec::new();
     let mut aborted = false;
@@ -300,7 +306,7 @@ pub async fn run(
                     progress_line(&partial, now, &scenario.phases[current_phase].name)
                 );
             }
-            if let Some(failed) = abort_check(scenario, &partial, now) {
+            if let Some(failed) = abort_check(scenario, &scheduled, &partial, now) {
                 note(
                     &seen,
                     now,

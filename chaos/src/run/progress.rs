@@ -10,7 +10,7 @@ use super::{lock, Seen};
 use crate::backend::Backend;
 use crate::checks;
 use crate::record::{CheckStatus, FaultWindow, Hit, RunRecord, Window};
-use crate::scenario::Scenario;
+use crate::scenario::{Mode, Scenario};
 use crate::schedule::PlannedFault;
 use crate::workload::Samples;
 
@@ -94,35 +94,70 @@ pub(super) fn snapshot(
     }
 }
 
-/// The first `abort = true` check that has failed by `now`, if any.
+/// The first `abort = true` check that has failed by `now`, if any. A continuous check is
+/// judged as the run goes; a windowed one once its window, as planned (`planned`: the
+/// phases and fault windows of the schedule), has closed.
 pub(super) fn abort_check(
     scenario: &Scenario,
+    planned: &RunRecord,
     partial: &RunRecord,
     now: Duration,
 ) -> Option<String> {
     for check in scenario.checks.iter().filter(|c| c.abort) {
-        let Some(w) = checks::window(check, partial) else {
+        let due = check.mode == Mode::Continuous
+            || checks::window(check, planned).is_some_and(|w| w.end <= now);
+        if !due {
             continue;
-        };
-        // A windowed check is judged once its window has closed; a continuous one as it goes.
-        let planned_end = {
-            let mut full = partial.clone();
-            full.length = scenario.length();
-            checks::window(check, &full).map(|w| w.end)
-        };
-        let closed = planned_end.is_some_and(|e| e <= now);
-        if check.mode == crate::scenario::Mode::Continuous || closed {
-            let _ = w;
-            let result = checks::evaluate(check, partial, None);
-            if result.status == CheckStatus::Fail {
-                return Some(format!(
-                    "{} measured {:?} against {}",
-                    result.name, result.measured, result.threshold
-                ));
-            }
+        }
+        let result = checks::evaluate(check, partial, None);
+        if result.status == CheckStatus::Fail {
+            return Some(format!(
+                "{} measured {:?} against {}",
+                result.name, result.measured, result.threshold
+            ));
         }
     }
     None
+}
+
+/// The run as scheduled: every phase and fault window, no traffic (for judging when a
+/// check's window closes).
+pub(super) fn planned(scenario: &Scenario, seed: u64, plan: &[PlannedFault]) -> RunRecord {
+    let mut record = RunRecord {
+        scenario: scenario.name.clone(),
+        purpose: scenario.purpose.clone(),
+        seed,
+        replay: String::new(),
+        nodes: scenario.topology.names(),
+        services: Vec::new(),
+        phases: Vec::new(),
+        faults: plan
+            .iter()
+            .map(|f| FaultWindow {
+                label: f.label.clone(),
+                kind: f.kind.name().to_owned(),
+                targets: f.targets.clone(),
+                start: f.start,
+                end: f.end,
+            })
+            .collect(),
+        events: Vec::new(),
+        samples: Vec::new(),
+        observations: Vec::new(),
+        counters: Vec::new(),
+        hits: Vec::new(),
+        length: scenario.length(),
+    };
+    let mut t = Duration::ZERO;
+    for phase in &scenario.phases {
+        record.phases.push(Window {
+            name: phase.name.clone(),
+            start: t,
+            end: t + phase.duration,
+        });
+        t += phase.duration;
+    }
+    record
 }
 
 /// One line of progress: the last second's traffic and the mesh's latest reactions.

@@ -74,6 +74,8 @@ pub struct ServiceSpec {
     pub on: Vec<String>,
     /// Version per node that hosts it.
     pub versions: BTreeMap<String, String>,
+    /// How long its backends take to answer when no fault says otherwise.
+    pub latency: Duration,
 }
 
 /// Settings every agent of the run gets.

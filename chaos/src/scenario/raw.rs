@@ -53,6 +53,8 @@ pub struct RawService {
     /// `all`, or node names.
     pub on: Option<RawNodeList>,
     pub version: Option<String>,
+    /// How long the harness's backend takes to answer when healthy (default 0).
+    pub latency: Option<String>,
     /// Per node versions that differ from `version`.
     #[serde(default)]
     pub versions: BTreeMap<String, String>,

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use plexus_chaos::record::CheckStatus;
+use plexus_chaos::record::{CheckStatus, EventKind};
 use plexus_chaos::run::{run, RunOptions};
 use plexus_chaos::scenario::Scenario;
 use plexus_tests::plexus_bin;
@@ -27,6 +27,13 @@ async fn a_scenario_built_to_break_fails_with_evidence() {
     };
     let (record, verdict) = run(&scenario, &options).await.expect("the harness runs it");
     assert!(!verdict.passed, "{verdict:#?}");
+    assert!(verdict.aborted, "the failing check is marked abort");
+    assert!(
+        record.length < scenario.length(),
+        "ended early: {:?}",
+        record.length
+    );
+    assert!(record.events.iter().any(|e| e.kind == EventKind::Abort));
     let during = &verdict.checks[0];
     assert_eq!(during.status, CheckStatus::Fail, "{during:#?}");
     assert!(during.measured.is_some_and(|m| m < 0.5), "{during:#?}");

@@ -127,11 +127,18 @@ impl Validator<'_> {
                     versions.insert(node.clone(), version.clone());
                 }
             }
+            let latency = self.opt_duration(
+                &format!("{key}.latency"),
+                s.latency.as_deref(),
+                Duration::ZERO,
+                Duration::from_secs(10),
+            );
             out.push(ServiceSpec {
                 name: s.name.clone(),
                 protocol,
                 on,
                 versions,
+                latency,
             });
         }
         out
