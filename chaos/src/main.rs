@@ -107,6 +107,10 @@ fn run_all(
     if bad {
         return ExitCode::from(2);
     }
+    if loaded.is_empty() {
+        eprintln!("no scenario to run (with --quick, none of them is tagged `quick = true`)");
+        return ExitCode::from(2);
+    }
     let plexus = match plexus.map(Ok).unwrap_or_else(find_plexus) {
         Ok(p) => p,
         Err(e) => {
@@ -140,7 +144,22 @@ fn run_all(
             scenario.source.display(),
             scenario.purpose
         );
-        let outcome = runtime.block_on(run(scenario, &options));
+        // Ctrl-C or SIGTERM: dropping the run kills its agents (a stopped one is continued
+        // first) and the relay, so nothing outlives the harness.
+        let outcome = runtime.block_on(async {
+            tokio::select! {
+                outcome = run(scenario, &options) => Some(outcome),
+                _ = interrupted() => None,
+            }
+        });
+        let Some(outcome) = outcome else {
+            eprintln!(
+                "interrupted: agents stopped, no verdict for {}",
+                scenario.name
+            );
+            drop(runtime);
+            return ExitCode::from(130);
+        };
         let (record, verdict) = match outcome {
             Ok(done) => done,
             Err(e) => {
@@ -196,6 +215,22 @@ fn run_all(
             failed.join(", ")
         );
         ExitCode::from(1)
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn interrupted() {
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term => {}
     }
 }
 

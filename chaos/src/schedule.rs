@@ -238,6 +238,9 @@ duration = "2s"
 name = "fault"
 duration = "10s"
 faults = [{faults}]
+[[check]]
+kind = "success-rate"
+min = 0.9
 "#
         );
         Scenario::from_toml(Path::new("t.toml"), &text).unwrap()

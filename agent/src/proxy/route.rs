@@ -4,6 +4,7 @@
 //! metrics. Shared by the TCP and HTTP paths and read by `/v1/routes`.
 
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
@@ -39,6 +40,8 @@ pub struct Route {
     upstream: Upstream,
     telemetry: Telemetry,
     state: Mutex<RouteState>,
+    /// Requests waiting for discovery now.
+    waiting: AtomicUsize,
 }
 
 /// `/v1/routes`: one upstream.
@@ -79,6 +82,17 @@ const LATENCY_RESET: Duration = Duration::from_secs(60);
 /// that has just started, before gossip has told it anything), before it is answered
 /// `no_endpoint`; Linkerd's balancer waits for endpoints in the same way before failing fast.
 pub const DISCOVERY_WAIT: Duration = Duration::from_secs(3);
+/// Requests that may wait for discovery at once, per upstream (each holds its buffered body).
+pub const MAX_DISCOVERY_WAITERS: usize = 256;
+
+/// Counts a request waiting for discovery while it lives.
+struct Waiter<'a>(&'a AtomicUsize);
+
+impl Drop for Waiter<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
+}
 
 impl Route {
     pub fn new(
@@ -103,6 +117,7 @@ impl Route {
             upstream,
             telemetry,
             state: Mutex::new(state),
+            waiting: AtomicUsize::new(0),
         }
     }
 
@@ -134,12 +149,24 @@ impl Route {
 
     /// Waits, at most `limit`, until the upstream has at least one endpoint (static ones, or
     /// routable ones from gossip); returns at once when it has. Returns whether it has.
+    ///
+    /// The common case costs one lock: the endpoint set is not empty. At most
+    /// [`MAX_DISCOVERY_WAITERS`] requests wait at once; the rest are answered at once.
     pub async fn discovered(&self, limit: Duration) -> bool {
-        let mut view = self.lock().view.clone();
-        let has = |view: &MeshView| !endpoint_list(&self.upstream, view).is_empty();
-        if has(&view.borrow_and_update()) {
-            return true;
+        let mut view = {
+            let mut state = self.lock();
+            self.refresh(&mut state, Instant::now());
+            if !state.endpoints.is_empty() {
+                return true;
+            }
+            state.view.clone()
+        };
+        let waiting = self.waiting.fetch_add(1, Ordering::Relaxed);
+        let _waiter = Waiter(&self.waiting);
+        if waiting >= MAX_DISCOVERY_WAITERS {
+            return false;
         }
+        let has = |view: &MeshView| !endpoint_list(&self.upstream, view).is_empty();
         tokio::time::timeout(limit, view.wait_for(|v| has(v)))
             .await
             .is_ok_and(|r| r.is_ok())

@@ -1,7 +1,7 @@
 //! One reused connection per peer address, re-dialed with backoff when it breaks.
 
 use std::collections::hash_map::RandomState;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::hash::BuildHasher;
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -52,6 +52,8 @@ pub struct PeerPool {
     endpoint: Endpoint,
     telemetry: Telemetry,
     slots: Mutex<HashMap<SocketAddr, Arc<tokio::sync::Mutex<PeerSlot>>>>,
+    /// Peers gossip says are back: their dial backoff is reset by the next caller.
+    forgiven: Mutex<HashSet<SocketAddr>>,
     jitter: RandomState,
 }
 
@@ -61,6 +63,7 @@ impl PeerPool {
             endpoint,
             telemetry,
             slots: Mutex::default(),
+            forgiven: Mutex::default(),
             jitter: RandomState::new(),
         }
     }
@@ -110,6 +113,14 @@ impl PeerPool {
             }
             tracing::info!(peer = %node, %addr, %reason, "connection to peer closed; re-dialing");
         }
+        if self
+            .forgiven
+            .lock()
+            .expect("peer pool lock poisoned")
+            .remove(&addr)
+        {
+            slot.backoff.succeeded();
+        }
         if let Err(wait) = slot.backoff.ready(now) {
             return Err(DialError::Backoff {
                 addr,
@@ -152,9 +163,13 @@ impl PeerPool {
     }
 
     /// Forgets the dial backoff toward `addr`: gossip says the peer is back (see
-    /// `returning`), so the failures that earned it belong to a process that is gone.
+    /// `returning`), so the failures that earned it belong to a process that is gone. Marked
+    /// for the next caller when a dial holds the slot now, so it is never lost.
     pub fn forgive(&self, addr: SocketAddr) {
-        self.confirm(addr);
+        self.forgiven
+            .lock()
+            .expect("peer pool lock poisoned")
+            .insert(addr);
     }
 
     fn dial_failed(&self, addr: SocketAddr) {

@@ -111,6 +111,8 @@ pub fn evaluate(
         return result;
     }
     let Some(w) = window(check, record) else {
+        // Nothing to judge is a failure: a promise that was never tested did not hold.
+        result.status = CheckStatus::Fail;
         result.detail = format!("no `{}` window in this run", check.mode.as_str());
         return result;
     };
@@ -166,6 +168,7 @@ pub fn evaluate(
                 max.as_millis(),
                 nodes.join(", ")
             );
+            let any_hits = share_of(record, &nodes, w.start, w.end).is_some();
             let shifted = cut(&w, SHIFT_SLICE)
                 .iter()
                 .rposition(|(from, to)| {
@@ -177,7 +180,7 @@ pub fn evaluate(
             judge_time(
                 &mut result,
                 &w,
-                shifted,
+                shifted.filter(|_| any_hits && !nodes.is_empty()),
                 *max,
                 "the share never fell and stayed under the bound",
             );
@@ -273,6 +276,7 @@ fn judge_rate(
     };
     result.measured = overall;
     let Some(value) = overall else {
+        result.status = CheckStatus::Fail;
         result.detail = "nothing measured in the window".into();
         return;
     };
@@ -399,6 +403,9 @@ fn detected(record: &RunRecord, targets: &[String], w: &Window) -> Option<Durati
         .iter()
         .filter(|n| !faulted.contains(n))
         .collect();
+    if observers.is_empty() {
+        return None;
+    }
     let mut latest = w.start;
     for observer in observers {
         for target in targets {
@@ -436,6 +443,43 @@ pub fn handshake_failures(record: &RunRecord, from: Duration, to: Duration) -> f
         }
     }
     total
+}
+
+/// The harness's own promise, judged on every run: every fault was applied and healed, and no
+/// agent exited unasked (except one restarted with an expired or not-yet-valid certificate,
+/// which must refuse to start). A broken harness must not pass a scenario.
+pub fn harness_integrity(record: &RunRecord, fault_errors: &[String]) -> CheckResult {
+    let excused = |e: &crate::record::Event| {
+        record.faults.iter().any(|f| {
+            f.kind.starts_with("cert-")
+                && e.subject.as_ref().is_some_and(|s| f.targets.contains(s))
+                && e.at >= f.start
+                && e.at <= f.end + SLICE
+        })
+    };
+    let mut problems: Vec<String> = fault_errors.to_vec();
+    problems.extend(
+        record
+            .events
+            .iter()
+            .filter(|e| e.kind == EventKind::AgentExited && !excused(e))
+            .map(|e| format!("{:.1} s: {}", e.at.as_secs_f64(), e.detail)),
+    );
+    CheckResult {
+        name: "harness (faults applied and healed, no agent exited unasked)".into(),
+        kind: "harness".into(),
+        mode: "continuous".into(),
+        status: if problems.is_empty() {
+            CheckStatus::Pass
+        } else {
+            CheckStatus::Fail
+        },
+        measured: Some(problems.len() as f64),
+        unit: "problems".into(),
+        threshold: "0".into(),
+        pass_percentage: if problems.is_empty() { 100.0 } else { 0.0 },
+        detail: problems.join("; "),
+    }
 }
 
 /// The verdict: passed when no check failed.

@@ -206,6 +206,12 @@ impl Cluster {
                 .env("FAKETIME_DONT_FAKE_MONOTONIC", "1")
                 .env("FAKETIME_NO_CACHE", "1");
         }
+        // Never two processes for one node: one still running (a fault overlapping another on
+        // the same node) is killed first, or it would keep the node's ports.
+        if let Some(mut old) = node.child.take() {
+            let _ = old.kill();
+            let _ = old.wait();
+        }
         let child = command
             .spawn()
             .map_err(|e| format!("{name}: cannot start {}: {e}", bin.display()))?;

@@ -1,6 +1,7 @@
 //! Applying and healing faults: process signals through the cluster, link faults through
 //! the relay, behaviours of the harness's backends.
 
+use std::collections::BTreeMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
@@ -10,7 +11,7 @@ use super::{lock, GRACE};
 use crate::backend::Backend;
 use crate::cluster::{Cluster, Variant};
 use crate::relay::{LinkFaults, RelayMesh};
-use crate::scenario::{Direction, FaultKind, NetEffect};
+use crate::scenario::{BackendEffect, Direction, FaultKind, NetEffect};
 use crate::schedule::PlannedFault;
 
 fn link_faults(effect: NetEffect) -> LinkFaults {
@@ -49,8 +50,8 @@ fn links(fault: &PlannedFault, direction: Direction) -> Vec<(String, String)> {
 fn backends_of<'a>(
     fault: &'a PlannedFault,
     backends: &'a [Backend],
-) -> impl Iterator<Item = &'a Backend> {
-    backends.iter().filter(move |b| {
+) -> impl Iterator<Item = (usize, &'a Backend)> {
+    backends.iter().enumerate().filter(move |(_, b)| {
         let FaultKind::Backend {
             service, version, ..
         } = &fault.kind
@@ -63,11 +64,69 @@ fn backends_of<'a>(
     })
 }
 
+/// The network and backend faults in force, so overlapping ones combine (a reorder and a
+/// duplication on the same links) and a heal removes only its own effect.
+#[derive(Debug, Default)]
+pub(super) struct Active {
+    links: BTreeMap<(String, String), Vec<(usize, NetEffect)>>,
+    /// Per backend (index into the backends): the effects in force, the latest one applies.
+    backends: BTreeMap<usize, Vec<(usize, BackendEffect)>>,
+}
+
+impl Active {
+    fn set_link(
+        &mut self,
+        relay: &RelayMesh,
+        link: (String, String),
+        change: impl FnOnce(&mut Vec<(usize, NetEffect)>),
+    ) {
+        let effects = self.links.entry(link.clone()).or_default();
+        change(effects);
+        if effects.is_empty() {
+            relay.heal(&link.0, &link.1);
+        } else {
+            relay.set(&link.0, &link.1, combine(effects));
+        }
+    }
+
+    fn set_backend(
+        &mut self,
+        backend: (usize, &Backend),
+        change: impl FnOnce(&mut Vec<(usize, BackendEffect)>),
+    ) {
+        let effects = self.backends.entry(backend.0).or_default();
+        change(effects);
+        backend.1.set(effects.last().map(|(_, e)| *e));
+    }
+}
+
+/// Several effects on one link at once: partitions win, losses compound, delays add, the
+/// narrowest bandwidth applies.
+fn combine(effects: &[(usize, NetEffect)]) -> LinkFaults {
+    let mut f = LinkFaults::default();
+    for (_, effect) in effects {
+        let one = link_faults(*effect);
+        f.partitioned |= one.partitioned;
+        f.loss = 1.0 - (1.0 - f.loss) * (1.0 - one.loss);
+        f.delay += one.delay;
+        f.jitter = f.jitter.max(one.jitter);
+        f.reorder = f.reorder.max(one.reorder);
+        f.duplicate = f.duplicate.max(one.duplicate);
+        f.bandwidth = match (f.bandwidth, one.bandwidth) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+    }
+    f
+}
+
 pub(super) async fn apply(
+    id: usize,
     fault: &PlannedFault,
     cluster: &Mutex<Cluster>,
     relay: &RelayMesh,
     backends: &[Backend],
+    active: &mut Active,
 ) -> Result<(), String> {
     for target in &fault.targets {
         match &fault.kind {
@@ -106,13 +165,13 @@ pub(super) async fn apply(
         FaultKind::Network {
             effect, direction, ..
         } => {
-            for (from, to) in links(fault, *direction) {
-                relay.set(&from, &to, link_faults(*effect));
+            for link in links(fault, *direction) {
+                active.set_link(relay, link, |e| e.push((id, *effect)));
             }
         }
         FaultKind::Backend { effect, .. } => {
             for b in backends_of(fault, backends) {
-                b.set(Some(*effect));
+                active.set_backend(b, |e| e.push((id, *effect)));
             }
         }
         _ => {}
@@ -121,20 +180,22 @@ pub(super) async fn apply(
 }
 
 pub(super) async fn heal(
+    id: usize,
     fault: &PlannedFault,
     cluster: &Mutex<Cluster>,
     relay: &RelayMesh,
     backends: &[Backend],
+    active: &mut Active,
 ) -> Result<(), String> {
     match &fault.kind {
         FaultKind::Network { direction, .. } => {
-            for (from, to) in links(fault, *direction) {
-                relay.heal(&from, &to);
+            for link in links(fault, *direction) {
+                active.set_link(relay, link, |e| e.retain(|(i, _)| *i != id));
             }
         }
         FaultKind::Backend { .. } => {
             for b in backends_of(fault, backends) {
-                b.set(None);
+                active.set_backend(b, |e| e.retain(|(i, _)| *i != id));
             }
         }
         _ => {}
@@ -152,4 +213,35 @@ pub(super) async fn heal(
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn overlapping_link_effects_combine() {
+        let effects = [
+            (0, NetEffect::Reorder { rate: 0.2 }),
+            (1, NetEffect::Duplicate { rate: 0.1 }),
+            (2, NetEffect::Loss { rate: 0.5 }),
+            (3, NetEffect::Loss { rate: 0.5 }),
+            (
+                4,
+                NetEffect::Bandwidth {
+                    bytes_per_sec: 2048,
+                },
+            ),
+            (
+                5,
+                NetEffect::Bandwidth {
+                    bytes_per_sec: 1024,
+                },
+            ),
+        ];
+        let f = combine(&effects);
+        assert_eq!((f.reorder, f.duplicate, f.loss), (0.2, 0.1, 0.75));
+        assert_eq!(f.bandwidth, Some(1024));
+        assert!(!f.partitioned);
+    }
 }

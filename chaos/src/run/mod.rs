@@ -205,7 +205,10 @@ pub async fn run(
     let end = scenario.length();
     let scheduled = planned(scenario, seed, &plan);
     let mut healed_at: BTreeMap<usize, Duration> = BTreeMap::new();
-    let mut applied: Vec<usize> = Vec::new();
+    // When each fault was really applied (a rolling restart can hold the loop for seconds).
+    let mut applied: BTreeMap<usize, Duration> = BTreeMap::new();
+    let mut active = faults::Active::default();
+    let mut harness_errors: Vec<String> = Vec::new();
     let mut aborted = false;
     let mut next_progress = Duration::from_secs(1);
     let mut actions = actions.into_iter().peekable();
@@ -254,12 +257,16 @@ pub async fn run(
                 }
                 Action::Apply(i) => {
                     let fault = &plan[i];
-                    let result = apply(fault, &cluster, &relay, &backends).await;
-                    applied.push(i);
+                    let at = epoch.elapsed();
+                    let result = apply(i, fault, &cluster, &relay, &backends, &mut active).await;
+                    applied.insert(i, at);
                     let detail = match &result {
                         Ok(()) => format!("applied: {}", fault.label),
                         Err(e) => format!("could not apply {}: {e}", fault.label),
                     };
+                    if result.is_err() {
+                        harness_errors.push(detail.clone());
+                    }
                     if options.progress {
                         eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
                     }
@@ -276,12 +283,16 @@ pub async fn run(
                 }
                 Action::Heal(i) => {
                     let fault = &plan[i];
-                    let result = heal(fault, &cluster, &relay, &backends).await;
+                    let at = epoch.elapsed();
+                    let result = heal(i, fault, &cluster, &relay, &backends, &mut active).await;
                     healed_at.insert(i, at);
                     let detail = match &result {
                         Ok(()) => format!("healed: {}", fault.label),
                         Err(e) => format!("could not heal {}: {e}", fault.label),
                     };
+                    if result.is_err() {
+                        harness_errors.push(detail.clone());
+                    }
                     if options.progress {
                         eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
                     }
@@ -306,7 +317,16 @@ pub async fn run(
                     progress_line(&partial, now, &scenario.phases[current_phase].name)
                 );
             }
-            if let Some(failed) = abort_check(scenario, &scheduled, &partial, now) {
+            // Abort checks see only requests whose outcome is settled (older than the timeout).
+            let settled = now.saturating_sub(scenario.workload.timeout);
+            let failed = scenario.checks.iter().any(|c| c.abort).then(|| {
+                let judged = snapshot(
+                    scenario, seed, &plan, &applied, &healed_at, &samples, &seen, &backends, epoch,
+                    settled,
+                );
+                abort_check(scenario, &scheduled, &judged, settled)
+            });
+            if let Some(failed) = failed.flatten() {
                 note(
                     &seen,
                     now,
@@ -323,8 +343,12 @@ pub async fn run(
         }
     };
     let _ = stop_tx.send(true);
-    let _ = tokio::time::timeout(scenario.workload.timeout + Duration::from_secs(2), load).await;
-    let _ = tokio::time::timeout(Duration::from_secs(3), watcher).await;
+    let (mut load, mut watcher) = (load, watcher);
+    let settle = scenario.workload.timeout + Duration::from_secs(2);
+    let _ = tokio::time::timeout(settle, &mut load).await;
+    let _ = tokio::time::timeout(Duration::from_secs(3), &mut watcher).await;
+    load.abort();
+    watcher.abort();
     let evidence = consensus_evidence(&cluster, scenario).await;
     // Heal what is still applied (network links, backends), then stop everything.
     relay.heal_all();
@@ -348,11 +372,12 @@ pub async fn run(
         finished_at,
     );
     record.samples.sort_by_key(|s| s.at);
-    let results = scenario
+    let mut results: Vec<_> = scenario
         .checks
         .iter()
         .map(|c| checks::evaluate(c, &record, evidence.as_ref()))
         .collect();
+    results.push(checks::harness_integrity(&record, &harness_errors));
     let verdict = checks::verdict(scenario, &record, results, aborted);
     if options.work_dir.is_none() {
         drop(temp);

@@ -20,7 +20,7 @@ pub(super) fn snapshot(
     scenario: &Scenario,
     seed: u64,
     plan: &[PlannedFault],
-    applied: &[usize],
+    applied: &BTreeMap<usize, Duration>,
     healed_at: &BTreeMap<usize, Duration>,
     samples: &Samples,
     seen: &Mutex<Seen>,
@@ -43,13 +43,14 @@ pub(super) fn snapshot(
     }
     let faults = applied
         .iter()
-        .map(|i| {
+        .filter(|(_, start)| **start < now)
+        .map(|(i, start)| {
             let f = &plan[*i];
             FaultWindow {
                 label: f.label.clone(),
                 kind: f.kind.name().to_owned(),
                 targets: f.targets.clone(),
-                start: f.start,
+                start: *start,
                 end: healed_at.get(i).copied().unwrap_or(now).min(now),
             }
         })

@@ -159,3 +159,26 @@ fn bandwidth_and_clock_offsets_parse() {
         FaultKind::ClockSkew { offset_secs: -1800 }
     );
 }
+
+#[test]
+fn checks_that_cannot_fail_or_cannot_find_their_nodes_are_refused() {
+    let no_checks = GOOD.split("[[check]]").next().unwrap().to_owned();
+    let e = load(&no_checks).unwrap_err().0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("check") && l.contains("at least one")),
+        "{e:?}"
+    );
+    let e = load(&GOOD.replace("max = 0.02", "max = 0.02\ntarget = \"minority\""))
+        .unwrap_err()
+        .0;
+    assert!(e.iter().any(|l| l.contains("check[1].target")), "{e:?}");
+    let e = load(&GOOD.replace("max = 0.02", "max = 1.0"))
+        .unwrap_err()
+        .0;
+    assert!(e.iter().any(|l| l.contains("cannot fail")), "{e:?}");
+    let e = load(&GOOD.replace("min = 0.999", "min = 0.999\npass_percent = 0"))
+        .unwrap_err()
+        .0;
+    assert!(e.iter().any(|l| l.contains("pass_percent")), "{e:?}");
+}

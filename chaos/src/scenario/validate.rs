@@ -206,6 +206,12 @@ impl Validator<'_> {
             );
         }
         let phase_names: Vec<String> = raw.phase.iter().map(|p| p.name.clone()).collect();
+        if raw.check.is_empty() {
+            self.error(
+                "check",
+                "at least one [[check]] is needed: a run without promises proves nothing",
+            );
+        }
         let checks = raw
             .check
             .iter()

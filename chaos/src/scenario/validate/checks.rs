@@ -3,7 +3,7 @@
 use std::time::Duration;
 
 use super::super::raw::RawCheck;
-use super::{Names, Validator, NODE_TARGETS};
+use super::{Names, Validator};
 use crate::scenario::*;
 
 impl Validator<'_> {
@@ -15,9 +15,10 @@ impl Validator<'_> {
         phases: &[String],
     ) -> Option<Check> {
         let hour = Duration::from_secs(3600);
+        // A check names nodes it can find in the record: one node, all, or the faulted ones
+        // (a role target would be drawn again, and might not be the nodes the fault hit).
         let target = |v: &mut Self| -> Option<Target> {
-            let mut allow = NODE_TARGETS.to_vec();
-            allow.push("faulted");
+            let allow = ["node:", "all", "faulted"];
             v.target(
                 &format!("{key}.target"),
                 raw.target.as_deref().unwrap_or("faulted"),
@@ -93,6 +94,20 @@ impl Validator<'_> {
                             );
                         }
                     }
+                }
+                if let (Some(lo), Some(hi)) = (raw.min, max) {
+                    if lo > hi {
+                        self.error(
+                            key,
+                            format!("min {lo} is above max {hi}: no share can pass"),
+                        );
+                    }
+                }
+                if raw.min == Some(0.0) || max == Some(1.0) {
+                    self.error(
+                        key,
+                        "a share of at least 0 or at most 1 cannot fail; tighten it",
+                    );
                 }
                 Some(CheckKind::TrafficShare {
                     target: target(self)?,
@@ -221,10 +236,10 @@ impl Validator<'_> {
             }
         }
         let pass_percent = raw.pass_percent.unwrap_or(100.0);
-        if !(0.0..=100.0).contains(&pass_percent) {
+        if !(0.0..=100.0).contains(&pass_percent) || pass_percent == 0.0 {
             self.error(
                 format!("{key}.pass_percent"),
-                format!("{pass_percent}: 0 to 100"),
+                format!("{pass_percent}: above 0 and at most 100"),
             );
         }
         Some(Check {
