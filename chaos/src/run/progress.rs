@@ -107,7 +107,8 @@ pub(super) fn abort_check(
     for check in scenario.checks.iter().filter(|c| c.abort) {
         let due = check.mode == Mode::Continuous
             || checks::window(check, planned).is_some_and(|w| w.end <= now);
-        if !due {
+        // Nothing settled yet (the first seconds): not judgeable, not a failure.
+        if !due || checks::window(check, partial).is_none() {
             continue;
         }
         let result = checks::evaluate(check, partial, None);
