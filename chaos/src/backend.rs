@@ -106,6 +106,21 @@ impl Backend {
         self.state.effect.send_replace(effect);
     }
 
+    /// Requests that arrived `since` or later (offsets from `epoch`), read from the end.
+    pub fn hits_after(&self, epoch: Instant, since: Duration) -> Vec<Duration> {
+        let inner = self.state.inner.lock().unwrap_or_else(|e| e.into_inner());
+        let from = epoch + since;
+        let mut out: Vec<Duration> = inner
+            .hits
+            .iter()
+            .rev()
+            .take_while(|t| **t >= from)
+            .map(|t| t.duration_since(epoch))
+            .collect();
+        out.reverse();
+        out
+    }
+
     /// When each request (health checks excluded) arrived, as offsets from `epoch` (earlier
     /// ones left out).
     pub fn hits_since(&self, epoch: Instant) -> Vec<Duration> {

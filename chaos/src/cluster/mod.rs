@@ -65,6 +65,9 @@ pub struct Cluster {
     dir: PathBuf,
     pub nodes: Vec<NodeProc>,
     faketime: Option<PathBuf>,
+    /// Each node's QUIC port, held open until its agent first starts, so that no other
+    /// socket (the relay's, say) is given the port in between.
+    reserved: std::collections::HashMap<String, std::net::UdpSocket>,
 }
 
 /// A service a node hosts: the harness's backend for it.
@@ -153,6 +156,7 @@ impl Cluster {
             dir: dir.to_owned(),
             nodes,
             faketime: find_faketime(),
+            reserved: Default::default(),
         })
     }
 
@@ -172,8 +176,15 @@ impl Cluster {
         self.faketime.is_some()
     }
 
+    /// Holds the nodes' QUIC ports (see [`reserve_udp`]) until each agent starts.
+    pub fn hold(&mut self, reservations: Vec<(String, std::net::UdpSocket)>) {
+        self.reserved.extend(reservations);
+    }
+
     /// Starts `name` as `variant` (its process must be down).
     pub fn start(&mut self, name: &str, variant: Variant) -> Result<(), String> {
+        // Its port is released only now, for the agent to bind.
+        self.reserved.remove(name);
         let ca = self.dir.join("ca");
         let bin = self.bin.clone();
         let faketime = self.faketime.clone();
@@ -342,11 +353,15 @@ fn free_tcp_port() -> Result<SocketAddr, String> {
         .map_err(|e| format!("no free port: {e}"))
 }
 
-/// A free UDP port on 127.0.0.1 (for an agent's QUIC socket).
-pub fn free_udp_addr() -> Result<SocketAddr, String> {
-    std::net::UdpSocket::bind("127.0.0.1:0")
-        .and_then(|s| s.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
+/// A free UDP port on 127.0.0.1 for an agent's QUIC socket, and the socket holding it (give
+/// it to [`Cluster::hold`]).
+pub fn reserve_udp() -> Result<(std::net::UdpSocket, SocketAddr), String> {
+    let socket =
+        std::net::UdpSocket::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    let addr = socket
+        .local_addr()
+        .map_err(|e| format!("no free port: {e}"))?;
+    Ok((socket, addr))
 }
 
 /// libfaketime's preload library, where the distribution puts it.

@@ -17,14 +17,14 @@ mod watch;
 
 use crate::backend::Backend;
 use crate::checks;
-use crate::cluster::{free_udp_addr, Cluster, Hosted, Variant, Wiring};
+use crate::cluster::{reserve_udp, Cluster, Hosted, Variant, Wiring};
 use crate::record::{CounterReading, Event, EventKind, Observation, RunRecord, Verdict};
 use crate::relay::RelayMesh;
 use crate::scenario::{FaultKind, Scenario};
 use crate::schedule;
 use crate::workload::{self, Samples};
 use faults::{apply, heal};
-use progress::{abort_check, planned, progress_line, snapshot};
+use progress::{abort_check, last_second, planned, progress_line, snapshot};
 use watch::{consensus_evidence, warm_up, watch_agents};
 
 /// How a run is done.
@@ -67,12 +67,13 @@ pub async fn run(
         .map_err(|e| format!("{}: {e}", dir.display()))?;
 
     // Addresses: each agent's own QUIC socket, and the relay's front for it.
-    let listen: Vec<(String, SocketAddr)> = scenario
-        .topology
-        .names()
-        .into_iter()
-        .map(|n| free_udp_addr().map(|a| (n, a)))
-        .collect::<Result<_, _>>()?;
+    let mut reservations = Vec::new();
+    let mut listen: Vec<(String, SocketAddr)> = Vec::new();
+    for name in scenario.topology.names() {
+        let (socket, addr) = reserve_udp()?;
+        reservations.push((name.clone(), socket));
+        listen.push((name, addr));
+    }
     let relay = RelayMesh::start(&listen, seed)
         .await
         .map_err(|e| format!("fault relay: {e}"))?;
@@ -146,6 +147,7 @@ pub async fn run(
                 .into(),
         );
     }
+    cluster.hold(reservations);
     for name in scenario.topology.names() {
         cluster.start(&name, Variant::Good)?;
     }
@@ -308,13 +310,11 @@ pub async fn run(
         }
         if now >= next_progress {
             next_progress += Duration::from_secs(1);
-            let partial = snapshot(
-                scenario, seed, &plan, &applied, &healed_at, &samples, &seen, &backends, epoch, now,
-            );
             if options.progress {
+                let recent = last_second(scenario, &samples, &seen, &backends, epoch, now);
                 eprintln!(
                     "{}",
-                    progress_line(&partial, now, &scenario.phases[current_phase].name)
+                    progress_line(&recent, now, &scenario.phases[current_phase].name)
                 );
             }
             // Abort checks see only requests whose outcome is settled (older than the timeout).

@@ -163,6 +163,50 @@ pub(super) fn planned(scenario: &Scenario, seed: u64, plan: &[PlannedFault]) -> 
 }
 
 /// One line of progress: the last second's traffic and the mesh's latest reactions.
+/// The last second of the run, read from the ends of the growing lists (no copy of the run so
+/// far): samples are pushed when they complete, at most `timeout` after they were due.
+#[allow(clippy::too_many_arguments)]
+pub(super) fn last_second(
+    scenario: &Scenario,
+    samples: &Samples,
+    seen: &Mutex<Seen>,
+    backends: &[Backend],
+    epoch: Instant,
+    now: Duration,
+) -> RunRecord {
+    let from = now.saturating_sub(Duration::from_secs(1));
+    let horizon = from.saturating_sub(scenario.workload.timeout + Duration::from_secs(1));
+    let mut record = planned(scenario, 0, &[]);
+    record.samples = lock(samples)
+        .iter()
+        .rev()
+        .take_while(|s| s.at >= horizon)
+        .filter(|s| s.at >= from && s.at < now)
+        .cloned()
+        .collect();
+    record.hits = backends
+        .iter()
+        .filter(|b| b.service == scenario.workload.service)
+        .flat_map(|b| {
+            b.hits_after(epoch, from).into_iter().map(|at| Hit {
+                at,
+                node: b.node.clone(),
+            })
+        })
+        .collect();
+    record.events = lock(seen)
+        .events
+        .iter()
+        .rev()
+        .take_while(|e| e.at >= horizon)
+        .filter(|e| e.at >= from)
+        .cloned()
+        .collect();
+    record.events.reverse();
+    record
+}
+
+/// One line of progress: the last second's traffic and the mesh's latest reactions.
 pub(super) fn progress_line(record: &RunRecord, now: Duration, phase: &str) -> String {
     let from = now.saturating_sub(Duration::from_secs(1));
     let recent: Vec<_> = record.samples.iter().filter(|s| s.at >= from).collect();

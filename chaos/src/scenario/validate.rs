@@ -13,6 +13,8 @@ const MAX_NODES: usize = 32;
 const MAX_RATE: i64 = 20_000;
 const MAX_RUN: Duration = Duration::from_secs(2 * 3600);
 const DEFAULT_SEED: u64 = 1;
+/// Requests one run may send (each is kept: about 80 bytes apiece).
+const MAX_REQUESTS: f64 = 5_000_000.0;
 
 pub fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
     let one = |key: String, reason: &str| {
@@ -203,6 +205,14 @@ impl Validator<'_> {
                     "the phases last {} in all; at most 2h",
                     humantime::format_duration(total)
                 ),
+            );
+        }
+        // Every request is kept for the checks and the report: bound them.
+        let requests = raw.workload.rate.max(0) as f64 * total.as_secs_f64();
+        if requests > MAX_REQUESTS {
+            self.error(
+                "workload.rate",
+                format!("{requests:.0} requests over the run; at most {MAX_REQUESTS:.0} are recorded: lower the rate or shorten the phases"),
             );
         }
         let phase_names: Vec<String> = raw.phase.iter().map(|p| p.name.clone()).collect();

@@ -43,10 +43,14 @@ struct InFlight<'a> {
 }
 
 impl<'a> InFlight<'a> {
-    fn finish(mut self, outcome: Outcome) -> Duration {
+    /// Ends the attempt; returns its whole duration. The balancer's sample leaves out `setup`
+    /// (dialing the peer and opening a stream): a newly joined endpoint's first request would
+    /// otherwise carry a handshake into its latency estimate and starve it for seconds.
+    fn finish(mut self, outcome: Outcome, setup: Duration) -> Duration {
         self.done = true;
         let rtt = self.started.elapsed();
-        self.route.finish(self.addr, rtt, outcome);
+        self.route
+            .finish(self.addr, rtt.saturating_sub(setup), outcome);
         rtt
     }
 }
@@ -302,8 +306,12 @@ impl HttpCaller {
             .await
             .map_err(|_| AttemptError::Timeout)
             .and_then(|r| r.map_err(AttemptError::Exchange));
+        let mut setup = Duration::ZERO;
         let (outcome, response, sender) = match result {
-            Ok((response, sender)) => (classify(&response), Some(response), sender),
+            Ok((response, sender, opened_in)) => {
+                setup = opened_in;
+                (classify(&response), Some(response), sender)
+            }
             Err(AttemptError::Timeout) => (Outcome::Timeout, None, None),
             Err(AttemptError::Exchange(ExchangeError::Connect(error))) => {
                 tracing::info!(endpoint = %addr, %error, "endpoint unreachable");
@@ -314,7 +322,7 @@ impl HttpCaller {
                 (Outcome::Failure, None, None)
             }
         };
-        let rtt = flight.finish(outcome);
+        let rtt = flight.finish(outcome, setup);
         let endpoint = addr.to_string();
         let labels = [
             ("direction", "outbound"),

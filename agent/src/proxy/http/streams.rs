@@ -66,11 +66,11 @@ impl PeerStreams {
         addr: SocketAddr,
         mut request: Request<ProxyBody>,
         reusable: bool,
-    ) -> Result<(Response<Incoming>, Option<Sender>), ExchangeError> {
+    ) -> Result<(Response<Incoming>, Option<Sender>, Duration), ExchangeError> {
         if reusable {
             while let Some(mut sender) = self.take(addr) {
                 match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((response, Some(sender))),
+                    Ok(response) => return Ok((response, Some(sender), Duration::ZERO)),
                     Err(mut error) => match error.take_message() {
                         // Never written: the connection had gone; try the next one.
                         Some(unsent) => request = unsent,
@@ -81,13 +81,15 @@ impl PeerStreams {
                 }
             }
         }
+        let opening = std::time::Instant::now();
         let mut sender = self.open(addr).await?;
+        let setup = opening.elapsed();
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| ExchangeError::Exchange(e.to_string()))?;
         self.pool.confirm(addr);
-        Ok((response, reusable.then_some(sender)))
+        Ok((response, reusable.then_some(sender), setup))
     }
 
     /// Returns a connection whose last response was read to the end.
