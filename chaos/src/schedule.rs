@@ -38,11 +38,12 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
             let end = phase_start + fault.lasts.map_or(phase.duration, |d| fault.at + d);
             match &fault.kind {
                 FaultKind::RollingRestart { interval } => {
+                    // Every target restarts within the fault's window: the interval shrinks
+                    // when the window is too short for all of them.
+                    let count = u32::try_from(targets.len().max(1)).unwrap_or(u32::MAX);
+                    let step = (*interval).min(end.saturating_sub(start) / count);
                     for (i, node) in targets.iter().enumerate() {
-                        let at = start + *interval * i as u32;
-                        if at >= end {
-                            break;
-                        }
+                        let at = start + step * i as u32;
                         out.push(PlannedFault {
                             phase: index,
                             kind: fault.kind.clone(),
@@ -277,6 +278,17 @@ min = 0.9
         assert_eq!(p[3].peers, ["node-1", "node-3", "node-4", "node-5"]);
         assert_eq!(p[3].end, Duration::from_secs(3));
         assert!(p[3].label.contains("the rest"), "{}", p[3].label);
+    }
+
+    #[test]
+    fn a_rolling_restart_fits_every_node_in_its_window() {
+        let s = scenario(r#"{ kind = "rolling-restart", target = "all", interval = "5s" }"#);
+        let starts: Vec<u64> = plan(&s, 1).iter().map(|f| f.start.as_secs()).collect();
+        assert_eq!(
+            starts,
+            [2, 4, 6, 8, 10],
+            "5 s would not fit five nodes in 10 s"
+        );
     }
 
     #[test]
