@@ -68,6 +68,9 @@ pub struct Cluster {
     /// Each node's QUIC port, held open until its agent first starts, so that no other
     /// socket (the relay's, say) is given the port in between.
     reserved: std::collections::HashMap<String, std::net::UdpSocket>,
+    /// Its admin and upstream ports, likewise (an agent's outbound connections take ephemeral
+    /// ports that could otherwise land on them).
+    reserved_tcp: std::collections::HashMap<String, Vec<std::net::TcpListener>>,
 }
 
 /// A service a node hosts: the harness's backend for it.
@@ -104,6 +107,7 @@ impl Cluster {
         )
         .map_err(|e| format!("mesh CA: {e}"))?;
         let mut nodes = Vec::new();
+        let mut held_tcp = std::collections::HashMap::new();
         for spec in &scenario.topology.nodes {
             let name = &spec.name;
             let node_dir = dir.join(name);
@@ -120,9 +124,12 @@ impl Cluster {
                 .find(|(n, _)| n == name)
                 .map(|(_, a)| *a)
                 .ok_or_else(|| format!("{name}: no listen address"))?;
-            let admin = free_tcp_port()?;
+            let (admin_socket, admin) = reserve_tcp()?;
+            let mut held = vec![admin_socket];
             let upstream = if scenario.workload.from.contains(name) {
-                Some(free_tcp_port()?)
+                let (socket, addr) = reserve_tcp()?;
+                held.push(socket);
+                Some(addr)
             } else {
                 None
             };
@@ -138,6 +145,7 @@ impl Cluster {
             );
             std::fs::write(node_dir.join("plexus.toml"), config)
                 .map_err(|e| format!("{name}: config: {e}"))?;
+            held_tcp.insert(name.clone(), held);
             nodes.push(NodeProc {
                 name: name.clone(),
                 listen,
@@ -157,6 +165,7 @@ impl Cluster {
             nodes,
             faketime: find_faketime(),
             reserved: Default::default(),
+            reserved_tcp: held_tcp,
         })
     }
 
@@ -183,8 +192,9 @@ impl Cluster {
 
     /// Starts `name` as `variant` (its process must be down).
     pub fn start(&mut self, name: &str, variant: Variant) -> Result<(), String> {
-        // Its port is released only now, for the agent to bind.
+        // Its ports are released only now, for the agent to bind.
         self.reserved.remove(name);
+        self.reserved_tcp.remove(name);
         let ca = self.dir.join("ca");
         let bin = self.bin.clone();
         let faketime = self.faketime.clone();
@@ -347,10 +357,14 @@ fn options(validity: Validity) -> IssueOptions {
     }
 }
 
-fn free_tcp_port() -> Result<SocketAddr, String> {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map_err(|e| format!("no free port: {e}"))
+/// A free TCP port on 127.0.0.1, held by the listener until the agent that uses it starts.
+fn reserve_tcp() -> Result<(std::net::TcpListener, SocketAddr), String> {
+    let listener =
+        std::net::TcpListener::bind("127.0.0.1:0").map_err(|e| format!("no free port: {e}"))?;
+    let addr = listener
+        .local_addr()
+        .map_err(|e| format!("no free port: {e}"))?;
+    Ok((listener, addr))
 }
 
 /// A free UDP port on 127.0.0.1 for an agent's QUIC socket, and the socket holding it (give
