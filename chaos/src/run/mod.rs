@@ -257,40 +257,29 @@ pub async fn run(
                         );
                     }
                 }
-                Action::Apply(i) => {
+                Action::Apply(i) | Action::Heal(i) => {
+                    let healing = matches!(action, Action::Heal(_));
                     let fault = &plan[i];
                     let at = epoch.elapsed();
-                    let result = apply(i, fault, &cluster, &relay, &backends, &mut active).await;
-                    applied.insert(i, at);
-                    let detail = match &result {
-                        Ok(()) => format!("applied: {}", fault.label),
-                        Err(e) => format!("could not apply {}: {e}", fault.label),
+                    let result = if healing {
+                        heal(i, fault, &cluster, &relay, &backends, &mut active).await
+                    } else {
+                        apply(i, fault, &cluster, &relay, &backends, &mut active).await
                     };
-                    if result.is_err() {
-                        harness_errors.push(detail.clone());
+                    if !healing {
+                        applied.insert(i, at);
                     }
-                    if options.progress {
-                        eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
-                    }
-                    note(
-                        &seen,
-                        at,
-                        EventKind::FaultApplied,
-                        fault.targets.first().cloned(),
-                        detail,
-                    );
-                    if fault.end == fault.start {
+                    if healing || fault.end == fault.start {
                         healed_at.insert(i, at);
                     }
-                }
-                Action::Heal(i) => {
-                    let fault = &plan[i];
-                    let at = epoch.elapsed();
-                    let result = heal(i, fault, &cluster, &relay, &backends, &mut active).await;
-                    healed_at.insert(i, at);
+                    let (done, verb, kind) = if healing {
+                        ("healed", "heal", EventKind::FaultHealed)
+                    } else {
+                        ("applied", "apply", EventKind::FaultApplied)
+                    };
                     let detail = match &result {
-                        Ok(()) => format!("healed: {}", fault.label),
-                        Err(e) => format!("could not heal {}: {e}", fault.label),
+                        Ok(()) => format!("{done}: {}", fault.label),
+                        Err(e) => format!("could not {verb} {}: {e}", fault.label),
                     };
                     if result.is_err() {
                         harness_errors.push(detail.clone());
@@ -298,13 +287,7 @@ pub async fn run(
                     if options.progress {
                         eprintln!("[{:>6.1}s] fault {detail}", at.as_secs_f64());
                     }
-                    note(
-                        &seen,
-                        at,
-                        EventKind::FaultHealed,
-                        fault.targets.first().cloned(),
-                        detail,
-                    );
+                    note(&seen, at, kind, fault.targets.first().cloned(), detail);
                 }
             }
         }
