@@ -38,6 +38,9 @@ pub enum FrameType {
     Gossip = 3,
     /// A node leaving on purpose, on its own unidirectional stream: a [`crate::GossipLeave`].
     GossipLeave = 4,
+    /// One Raft message between two agents of the decision group, on its own unidirectional
+    /// stream: a [`crate::RaftEnvelope`].
+    Raft = 5,
 }
 
 impl FrameType {
@@ -48,6 +51,7 @@ impl FrameType {
             2 => Some(Self::OpenReply),
             3 => Some(Self::Gossip),
             4 => Some(Self::GossipLeave),
+            5 => Some(Self::Raft),
             _ => None,
         }
     }
@@ -248,6 +252,38 @@ pub trait FrameMessage: Serialize + DeserializeOwned {
 /// bincode settings shared by every payload: standard encoding, decoding capped at one frame.
 pub(crate) fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME_PAYLOAD>()
+}
+
+/// Encodes a value (bincode), refusing one larger than `budget` bytes.
+pub(crate) fn encode_within<T: serde::Serialize>(
+    value: &T,
+    budget: usize,
+) -> Result<Vec<u8>, String> {
+    let bytes = bincode::serde::encode_to_vec(value, bincode_config())
+        .map_err(|e| format!("encoding failed: {e}"))?;
+    if bytes.len() > budget {
+        return Err(format!(
+            "encoded size {} exceeds the budget of {budget} bytes",
+            bytes.len()
+        ));
+    }
+    Ok(bytes)
+}
+
+/// Decodes a value (bincode) that must fill `bytes` exactly, refusing more than `limit` bytes.
+pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+) -> Result<T, String> {
+    if bytes.len() > limit {
+        return Err(format!("{} bytes exceed the limit of {limit}", bytes.len()));
+    }
+    let (value, used) =
+        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| e.to_string())?;
+    if used != bytes.len() {
+        return Err(format!("{} trailing bytes", bytes.len() - used));
+    }
+    Ok(value)
 }
 
 #[cfg(test)]

@@ -17,7 +17,7 @@
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{bincode_config, FrameMessage, FrameType};
+use crate::frame::{bincode_config, decode_exact, encode_within, FrameMessage, FrameType};
 use crate::identity::{NodeId, ServiceName};
 
 /// Largest encoded [`NodeSummary`] a node may publish, in bytes (before base64).
@@ -270,30 +270,6 @@ fn check_rate(what: &str, value: f32) -> Result<(), String> {
     } else {
         Err(format!("{what} is {value}, not a finite non-negative rate"))
     }
-}
-
-fn encode_within<T: Serialize>(value: &T, budget: usize) -> Result<Vec<u8>, String> {
-    let bytes = bincode::serde::encode_to_vec(value, bincode_config())
-        .map_err(|e| format!("encoding failed: {e}"))?;
-    if bytes.len() > budget {
-        return Err(format!(
-            "encoded size {} exceeds the budget of {budget} bytes",
-            bytes.len()
-        ));
-    }
-    Ok(bytes)
-}
-
-fn decode_exact<T: serde::de::DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, String> {
-    if bytes.len() > limit {
-        return Err(format!("{} bytes exceed the limit of {limit}", bytes.len()));
-    }
-    let (value, used) =
-        bincode::serde::decode_from_slice(bytes, bincode_config()).map_err(|e| e.to_string())?;
-    if used != bytes.len() {
-        return Err(format!("{} trailing bytes", bytes.len() - used));
-    }
-    Ok(value)
 }
 
 #[cfg(test)]

@@ -2,19 +2,31 @@
 //!
 //! Everything that crosses the network between two agents is defined here and nowhere else:
 //! the [`frame`] format that every QUIC stream speaks, the [`stream`] header that opens a proxied
-//! stream, the [`gossip`] frames and the summaries agents publish about themselves, and the mesh
-//! [`identity`] names carried in certificates.
+//! stream, the [`gossip`] frames and the summaries agents publish about themselves, the
+//! [`consensus`] envelope that carries Raft messages, the [`decision`] log's typed commands and
+//! the state they build, and the mesh [`identity`] names carried in certificates.
 //!
 //! This crate does no I/O. Every decoder is total: any byte string, however truncated, oversized
 //! or hostile, decodes to a value or to a typed error, never to a panic, and never allocates more
 //! than [`frame::MAX_FRAME_PAYLOAD`] bytes.
 #![forbid(unsafe_code)]
 
+pub mod consensus;
+pub mod decision;
 pub mod frame;
 pub mod gossip;
 pub mod identity;
 pub mod stream;
 
+pub use consensus::{
+    RaftConfState, RaftEntry, RaftEntryKind, RaftEnvelope, RaftMessage, RaftMessageKind,
+    RaftSnapshot,
+};
+pub use decision::{
+    CanaryPhase, CanaryPolicy, CanaryState, CommittedState, ConsensusSummary, Decision,
+    DecisionKind, EndpointWeight, Evidence, ScalingState, ServiceDecisions, FULL_WEIGHT,
+    MIN_WEIGHT,
+};
 pub use frame::{Frame, FrameError, FrameHeader, FrameType, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use gossip::{
     DependencyEdge, DependencyEdges, GossipLeave, GossipMessage, NodeSummary, SealedValue,
