@@ -11,6 +11,7 @@ pub mod admin;
 pub mod agent;
 pub mod cli;
 pub mod config;
+pub mod consensus;
 pub mod ctl;
 pub mod demo;
 pub mod gossip;

@@ -350,6 +350,42 @@ impl Decision {
     }
 }
 
+/// A change of the Raft group's membership, carried in its conf-change entry's context so that
+/// applying it never parses the entry's protobuf data. `decision` records why, and its kind is
+/// [`DecisionKind::Voters`] with the voter set after the change.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MembershipChange {
+    pub step: MembershipStep,
+    pub node: NodeId,
+    /// The node's Raft ID (derived from its node ID).
+    pub raft_id: u64,
+    pub decision: Decision,
+}
+
+/// One single-node membership step (never a joint change: one at a time, like Consul Autopilot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum MembershipStep {
+    /// The node starts receiving the log without voting.
+    AddLearner,
+    /// A caught-up learner becomes a voter.
+    Promote,
+    /// The node leaves the group.
+    Remove,
+}
+
+impl MembershipChange {
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        self.decision.validate()?;
+        encode_within(self, MAX_DECISION_LEN)
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let change: Self = decode_exact(bytes, MAX_DECISION_LEN)?;
+        change.decision.validate()?;
+        Ok(change)
+    }
+}
+
 /// What a voter publishes in gossip about the decision log: where it is and what it holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ConsensusSummary {

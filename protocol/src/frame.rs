@@ -254,6 +254,17 @@ pub(crate) fn bincode_config() -> impl bincode::config::Config {
     bincode::config::standard().with_limit::<MAX_FRAME_PAYLOAD>()
 }
 
+/// Encodes a plain value the way frame payloads are encoded, for records an agent keeps on disk.
+pub fn encode_record<T: Serialize>(value: &T) -> Vec<u8> {
+    bincode::serde::encode_to_vec(value, bincode_config())
+        .expect("encoding into a Vec cannot fail for plain data types")
+}
+
+/// Decodes a record written by [`encode_record`]; total, like every decoder here.
+pub fn decode_record<T: DeserializeOwned>(bytes: &[u8], limit: usize) -> Result<T, String> {
+    decode_exact(bytes, limit)
+}
+
 /// Encodes a value (bincode), refusing one larger than `budget` bytes.
 pub(crate) fn encode_within<T: serde::Serialize>(
     value: &T,

@@ -85,7 +85,7 @@ pub struct SealedValue {
 
 impl SealedValue {
     /// Largest encoded sealed value.
-    pub const MAX_LEN: usize = 4096;
+    pub const MAX_LEN: usize = crate::decision::CONSENSUS_SUMMARY_BUDGET + 512;
 
     /// Encodes the sealed value (bincode).
     pub fn encode(&self) -> Vec<u8> {

@@ -24,8 +24,8 @@ pub use consensus::{
 };
 pub use decision::{
     CanaryPhase, CanaryPolicy, CanaryState, CommittedState, ConsensusSummary, Decision,
-    DecisionKind, EndpointWeight, Evidence, ScalingState, ServiceDecisions, FULL_WEIGHT,
-    MIN_WEIGHT,
+    DecisionKind, EndpointWeight, Evidence, MembershipChange, MembershipStep, ScalingState,
+    ServiceDecisions, FULL_WEIGHT, MIN_WEIGHT,
 };
 pub use frame::{Frame, FrameError, FrameHeader, FrameType, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use gossip::{

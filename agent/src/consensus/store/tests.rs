@@ -1,0 +1,159 @@
+use super::*;
+
+fn entry(index: u64, term: u64) -> Entry {
+    Entry {
+        term,
+        index,
+        data: Bytes::from(format!("decision {index}")),
+        ..Entry::default()
+    }
+}
+
+fn entries(range: std::ops::RangeInclusive<u64>, term: u64) -> Vec<Entry> {
+    range.map(|i| entry(i, term)).collect()
+}
+
+#[test]
+fn entries_and_hard_state_survive_a_reopen() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path()).unwrap();
+        assert!(!store.initialized());
+        store.bootstrap(vec![1, 2, 3], b"state".to_vec()).unwrap();
+        store
+            .persist(Batch {
+                entries: &entries(2..=5, 2),
+                hard_state: Some(HardState {
+                    term: 2,
+                    vote: 1,
+                    commit: 4,
+                    ..HardState::default()
+                }),
+                ..Batch::default()
+            })
+            .unwrap();
+    }
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(store.initialized());
+    let state = store.initial_state().unwrap();
+    assert_eq!(
+        (
+            state.hard_state.term,
+            state.hard_state.vote,
+            state.hard_state.commit
+        ),
+        (2, 1, 4)
+    );
+    assert_eq!(state.conf_state.voters, vec![1, 2, 3]);
+    assert_eq!(store.first_index().unwrap(), 2);
+    assert_eq!(store.last_index().unwrap(), 5);
+    assert_eq!(store.term(1).unwrap(), 1);
+    let read = store
+        .entries(2, 6, None, GetEntriesContext::empty(false))
+        .unwrap();
+    assert_eq!(read, entries(2..=5, 2));
+}
+
+#[test]
+fn new_entries_replace_a_conflicting_suffix_on_disk_too() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path()).unwrap();
+        store.bootstrap(vec![1], Vec::new()).unwrap();
+        store
+            .persist(Batch {
+                entries: &entries(2..=6, 2),
+                ..Batch::default()
+            })
+            .unwrap();
+        store
+            .persist(Batch {
+                entries: &entries(4..=4, 3),
+                ..Batch::default()
+            })
+            .unwrap();
+        assert_eq!(store.last_index().unwrap(), 4);
+    }
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.last_index().unwrap(), 4);
+    assert_eq!(store.term(4).unwrap(), 3);
+    assert_eq!(store.term(3).unwrap(), 2);
+}
+
+#[test]
+fn compaction_keeps_a_tail_behind_the_applied_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    store.bootstrap(vec![1], Vec::new()).unwrap();
+    let last = 2 + 3 * KEEP_ENTRIES;
+    store
+        .persist(Batch {
+            entries: &entries(2..=last, 2),
+            applied: Some(SnapshotRecord {
+                index: last,
+                term: 2,
+                conf: RaftConfState {
+                    voters: vec![1],
+                    ..RaftConfState::default()
+                },
+                data: b"applied".to_vec(),
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+    assert_eq!(store.first_index().unwrap(), last - KEEP_ENTRIES + 1);
+    assert_eq!(
+        store.entries(2, 3, None, GetEntriesContext::empty(false)),
+        Err(raft::Error::Store(StorageError::Compacted))
+    );
+    let snapshot = store.snapshot(0, 2).unwrap();
+    assert_eq!(snapshot.get_metadata().index, last);
+    assert_eq!(&snapshot.data[..], b"applied");
+    drop(store);
+    let store = LogStore::open(dir.path()).unwrap();
+    assert_eq!(store.first_index().unwrap(), last - KEEP_ENTRIES + 1);
+    assert_eq!(store.applied().data, b"applied");
+}
+
+#[test]
+fn a_received_snapshot_replaces_the_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = LogStore::open(dir.path()).unwrap();
+    store
+        .persist(Batch {
+            received: Some(SnapshotRecord {
+                index: 40,
+                term: 3,
+                conf: RaftConfState {
+                    voters: vec![1, 2, 3],
+                    ..RaftConfState::default()
+                },
+                data: b"theirs".to_vec(),
+            }),
+            ..Batch::default()
+        })
+        .unwrap();
+    assert!(store.initialized());
+    assert_eq!(store.first_index().unwrap(), 41);
+    assert_eq!(store.last_index().unwrap(), 40);
+    assert_eq!(store.term(40).unwrap(), 3);
+    assert_eq!(store.initial_state().unwrap().hard_state.commit, 40);
+}
+
+#[test]
+fn a_damaged_record_is_an_error_naming_the_file_and_record() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path()).unwrap();
+        store.bootstrap(vec![1], Vec::new()).unwrap();
+        let txn = store.db.begin_write().unwrap();
+        txn.open_table(META)
+            .unwrap()
+            .insert(SNAPSHOT, &[0xff, 0xff, 0xff][..])
+            .unwrap();
+        txn.commit().unwrap();
+    }
+    let error = LogStore::open(dir.path()).err().unwrap().to_string();
+    assert!(error.contains("decisions.redb"), "{error}");
+    assert!(error.contains("snapshot"), "{error}");
+}
