@@ -39,6 +39,8 @@ pub trait AdminView: Send + Sync + 'static {
     /// Per upstream: endpoints with EWMA latency, in-flight, weight and ejection state, and
     /// the retry budget; per hosted service: the adaptive concurrency limit.
     fn routes(&self) -> serde_json::Value;
+    /// The decision log: where this agent stands, the committed state and the committed tail.
+    fn decisions(&self) -> serde_json::Value;
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -113,10 +115,11 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/v1/services" => json(view.services()),
         "/v1/graph" => json(view.graph()),
         "/v1/routes" => json(view.routes()),
+        "/v1/decisions" => json(view.decisions()),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services, \
-             /v1/routes or /v1/graph\n",
+             /v1/routes, /v1/decisions or /v1/graph\n",
         ),
     }
 }

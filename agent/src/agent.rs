@@ -14,13 +14,15 @@ use std::time::{Duration, Instant};
 
 use plexus_protocol::{NodeId, ServiceName};
 use quinn::Endpoint;
-use serde_json::json;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinSet;
 
-use crate::admin::{self, AdminView};
+use crate::admin;
+
+mod admin_view;
 use crate::config::{AgentConfig, LocalService, Upstream};
+use crate::consensus::{Consensus, ConsensusSetup};
 use crate::gossip::{Gossip, GossipInbox, GossipSetup, MeshView, NodeFacts};
 use crate::pki::CertInfo;
 use crate::proxy::{InboundProxy, UpstreamProxy};
@@ -39,6 +41,8 @@ pub enum StartError {
     Transport(#[from] TransportError),
     #[error("gossip could not start: {0}")]
     Gossip(String),
+    #[error("the decision log could not open: {0}")]
+    Consensus(String),
     #[error("cannot listen for {what} on tcp {addr}: {source}")]
     Bind {
         what: String,
@@ -90,123 +94,12 @@ struct AgentState {
     view: watch::Receiver<Arc<MeshView>>,
     load: LoadBook,
     routes: Vec<Arc<crate::proxy::route::Route>>,
+    consensus: Consensus,
 }
 
 impl AgentState {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
-    }
-}
-
-impl AdminView for AgentState {
-    fn readiness(&self) -> Result<(), String> {
-        if !self.ready() {
-            return Err("starting".into());
-        }
-        let unready: Vec<String> = self
-            .load
-            .hosted(std::time::Instant::now())
-            .into_iter()
-            .filter(|s| !s.ready)
-            .map(|s| s.service.to_string())
-            .collect();
-        if unready.is_empty() {
-            Ok(())
-        } else {
-            Err(format!("failing health checks: {}", unready.join(", ")))
-        }
-    }
-
-    fn routes(&self) -> serde_json::Value {
-        let upstreams: Vec<_> = self.routes.iter().map(|r| r.reading()).collect();
-        let services: Vec<serde_json::Value> = self
-            .services
-            .iter()
-            .map(|s| {
-                let limit = self.load.limit(&s.name);
-                json!({
-                    "service": s.name,
-                    "protocol": s.protocol,
-                    "capacity": s.capacity,
-                    "concurrency_limit": limit.map(|l| l.limit),
-                    "in_flight": limit.map(|l| l.in_flight),
-                    "shed_total": limit.map(|l| l.shed),
-                    "baseline_ms": limit.and_then(|l| l.baseline).map(|b| b.as_secs_f64() * 1e3),
-                })
-            })
-            .collect();
-        json!({ "upstreams": upstreams, "services": services })
-    }
-
-    fn metrics(&self) -> String {
-        self.telemetry.render()
-    }
-
-    fn status(&self) -> serde_json::Value {
-        let mut peers: Vec<serde_json::Value> = self
-            .pool
-            .connected()
-            .into_iter()
-            .map(|(addr, peer)| json!({"node_id": peer.node_id, "address": addr, "direction": "outbound"}))
-            .collect();
-        let inbound = self.inbound.lock().expect("inbound peers lock poisoned");
-        peers.extend(
-            inbound.values().map(
-                |p| json!({"node_id": p.node_id, "address": p.address, "direction": "inbound"}),
-            ),
-        );
-        let upstreams: Vec<serde_json::Value> = self
-            .upstreams
-            .iter()
-            .map(|(u, bound)| {
-                let (endpoints, source) = if u.endpoints.is_empty() {
-                    (self.view.borrow().endpoints(&u.service), "gossip")
-                } else {
-                    (u.endpoints.clone(), "static")
-                };
-                json!({"service": u.service, "listen": bound, "endpoints": endpoints,
-                       "endpoint_source": source, "caller": u.caller,
-                       "timeout": humantime::format_duration(u.timeout).to_string()})
-            })
-            .collect();
-        json!({
-            "node_id": self.node_id,
-            "spiffe_id": self.spiffe_id,
-            "trust_domain": self.trust_domain,
-            "zone": self.zone,
-            "version": env!("CARGO_PKG_VERSION"),
-            "config": self.config_file,
-            "ready": self.ready(),
-            "uptime_seconds": self.started.elapsed().as_secs(),
-            "listen": self.quic_addr,
-            "advertise": self.advertise,
-            "admin": self.admin_addr,
-            "certificate": self.certificate,
-            "peers": peers,
-            "services": self.services,
-            "upstreams": upstreams,
-            "live_peers": self.view.borrow().live_peers(),
-        })
-    }
-
-    fn peers(&self) -> serde_json::Value {
-        let view = self.view.borrow().clone();
-        json!({ "members": view.members })
-    }
-
-    fn services(&self) -> serde_json::Value {
-        let view = self.view.borrow().clone();
-        let services: serde_json::Map<String, serde_json::Value> = view
-            .services()
-            .into_iter()
-            .map(|(name, endpoints)| (name.to_string(), json!(endpoints)))
-            .collect();
-        json!({ "services": services })
-    }
-
-    fn graph(&self) -> serde_json::Value {
-        let view = self.view.borrow().clone();
-        json!({ "edges": view.graph() })
     }
 }
 
@@ -276,6 +169,21 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     })
     .await
     .map_err(|e| StartError::Gossip(format!("{e:#}")))?;
+    let (shutdown, shutdown_rx) = watch::channel(false);
+    let (consensus, raft_inbox, consensus_task) = Consensus::start(
+        ConsensusSetup {
+            node_id: config.node_id.clone(),
+            zone: config.zone.clone().unwrap_or_default(),
+            data_dir: config.state_dir(),
+            settings: config.consensus.clone(),
+            pool: pool.clone(),
+            view: gossip.view(),
+            publisher: Some(gossip.consensus_publisher()),
+            telemetry: telemetry.clone(),
+        },
+        shutdown_rx.clone(),
+    )
+    .map_err(|e| StartError::Consensus(e.to_string()))?;
     let spans = config.otlp_endpoint.clone().map(|endpoint| {
         crate::telemetry::otlp::start(endpoint, config.node_id.to_string(), &telemetry)
     });
@@ -316,10 +224,11 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         view: gossip.view(),
         load: load.clone(),
         routes: proxies.iter().map(|(p, _, _)| p.route().clone()).collect(),
+        consensus,
     });
 
-    let (shutdown, shutdown_rx) = watch::channel(false);
     let mut tasks = JoinSet::new();
+    tasks.spawn(consensus_task);
     let inbound = Arc::new(InboundProxy::new(
         &config.services,
         telemetry.clone(),
@@ -329,7 +238,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     tasks.spawn(accept_peers(
         endpoint.clone(),
         inbound,
-        gossip.inbox(),
+        gossip.inbox().with_raft(raft_inbox),
         state.clone(),
         shutdown_rx.clone(),
     ));

@@ -25,6 +25,8 @@ pub struct AgentConfig {
     pub node_id: NodeId,
     pub zone: Option<String>,
     pub data_dir: PathBuf,
+    /// Whether `data_dir` was set in the file (rather than defaulted).
+    pub data_dir_set: bool,
     /// QUIC (UDP) address to bind.
     pub listen: SocketAddr,
     /// Address peers reach this agent at.
@@ -34,6 +36,8 @@ pub struct AgentConfig {
     pub admin: SocketAddr,
     pub transport: TransportSettings,
     pub gossip: crate::gossip::GossipSettings,
+    /// `[consensus]`: the decision log.
+    pub consensus: crate::consensus::ConsensusSettings,
     /// `[telemetry] otlp_endpoint`: where to send request spans (OTLP/HTTP JSON), if anywhere.
     pub otlp_endpoint: Option<hyper::Uri>,
     pub services: Vec<LocalService>,
@@ -193,6 +197,13 @@ impl std::fmt::Display for ConfigErrors {
 }
 
 impl AgentConfig {
+    /// Where the agent keeps state on disk: `data_dir` when the file sets it or configures
+    /// `[consensus]`; otherwise nothing is kept on disk.
+    pub fn state_dir(&self) -> Option<PathBuf> {
+        (self.data_dir_set || self.consensus.bootstrap_expect.is_some())
+            .then(|| self.data_dir.clone())
+    }
+
     /// Reads, parses and validates the file at `path`.
     pub fn load(path: &Path) -> Result<Self, ConfigErrors> {
         let text = std::fs::read_to_string(path).map_err(|e| {

@@ -22,6 +22,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub gossip: RawGossip,
     #[serde(default)]
+    pub consensus: RawConsensus,
+    #[serde(default)]
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub service: Vec<RawService>,
@@ -48,6 +50,14 @@ pub struct RawTransport {
 #[serde(deny_unknown_fields)]
 pub struct RawTelemetry {
     pub otlp_endpoint: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsensus {
+    pub bootstrap_expect: Option<i64>,
+    pub election_timeout: Option<String>,
+    pub dead_voter_after: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

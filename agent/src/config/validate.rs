@@ -237,6 +237,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         );
     }
 
+    let consensus = consensus::settings(&mut c, &raw.consensus);
     let services = services(&mut c, &raw.service);
     let mut upstreams = upstreams(&mut c, &raw.upstream);
 
@@ -340,6 +341,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 source: file.to_owned(),
                 node_id,
                 zone: raw.zone,
+                data_dir_set: raw.data_dir.is_some(),
                 data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
                 listen,
                 advertise,
@@ -347,6 +349,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 admin,
                 transport,
                 gossip,
+                consensus,
                 otlp_endpoint,
                 services,
                 upstreams,
@@ -359,6 +362,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     }
 }
 
+mod consensus;
 mod workloads;
 use workloads::{default_caller, services, upstreams};
 

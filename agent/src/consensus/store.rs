@@ -31,6 +31,7 @@ const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
+const LEARNED: &str = "learned";
 /// Entries kept behind the snapshot after compaction.
 pub const KEEP_ENTRIES: u64 = 256;
 /// Compaction runs once this many entries are behind the snapshot.
@@ -96,6 +97,8 @@ struct LogCore {
     hard: HardRecord,
     snapshot: SnapshotRecord,
     entries: Vec<Entry>,
+    /// The committed state a non-voter last learned from gossip (encoded).
+    learned: Option<Vec<u8>>,
 }
 
 impl LogCore {
@@ -137,6 +140,20 @@ impl LogStore {
         Ok(store)
     }
 
+    /// A log kept in memory only: for an agent with no `[consensus]` and no `data_dir`, which
+    /// never votes and keeps what it learns from gossip until it stops.
+    pub fn in_memory() -> Result<Self, StoreError> {
+        let path = PathBuf::from("(memory)");
+        let db = Database::builder()
+            .create_with_backend(redb::backends::InMemoryBackend::new())
+            .map_err(|e| db_error(&path, e))?;
+        Ok(Self {
+            core: Arc::default(),
+            db: Arc::new(db),
+            path,
+        })
+    }
+
     fn load(&self) -> Result<(), StoreError> {
         let err = |e: redb::Error| db_error(&self.path, e);
         let txn = self.db.begin_read().map_err(|e| err(e.into()))?;
@@ -148,6 +165,9 @@ impl LogStore {
                 }
                 if let Some(bytes) = meta.get(SNAPSHOT).map_err(|e| err(e.into()))? {
                     core.snapshot = self.decode(SNAPSHOT, bytes.value())?;
+                }
+                if let Some(bytes) = meta.get(LEARNED).map_err(|e| err(e.into()))? {
+                    core.learned = Some(bytes.value().to_vec());
                 }
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
@@ -209,6 +229,24 @@ impl LogStore {
             .clone()
     }
 
+    /// The committed state last learned from gossip, if this node is not in the group.
+    pub fn learned(&self) -> Option<Vec<u8>> {
+        self.core.read().expect("log lock poisoned").learned.clone()
+    }
+
+    /// Keeps a committed state learned from gossip, so a restarted non-voter serves with it.
+    pub fn persist_learned(&self, data: Vec<u8>) -> Result<(), StoreError> {
+        let err = |e: redb::Error| db_error(&self.path, e);
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        txn.open_table(META)
+            .map_err(|e| err(e.into()))?
+            .insert(LEARNED, data.as_slice())
+            .map_err(|e| err(e.into()))?;
+        txn.commit().map_err(|e| err(e.into()))?;
+        self.core.write().expect("log lock poisoned").learned = Some(data);
+        Ok(())
+    }
+
     /// The hard state's commit index.
     pub fn commit(&self) -> u64 {
         self.core.read().expect("log lock poisoned").hard.commit
@@ -255,6 +293,7 @@ impl LogStore {
             hard: core.hard,
             snapshot: core.snapshot.clone(),
             entries: Vec::new(),
+            learned: core.learned.clone(),
         };
         let err = |e: redb::Error| db_error(&self.path, e);
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;

@@ -191,8 +191,10 @@ mod tests {
             }]
             .into(),
         );
-        let mut conf = ConfState::default();
-        conf.voters = vec![1, 2, 3];
+        let conf = ConfState {
+            voters: vec![1, 2, 3],
+            ..ConfState::default()
+        };
         let mut snapshot = Snapshot::default();
         snapshot.set_data(Bytes::from_static(b"state"));
         snapshot.mut_metadata().index = 9;

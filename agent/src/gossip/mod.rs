@@ -24,7 +24,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use plexus_protocol::frame::FrameMessage;
-use plexus_protocol::{DependencyEdges, GossipLeave, NodeId, NodeSummary};
+use plexus_protocol::{ConsensusSummary, DependencyEdges, GossipLeave, NodeId, NodeSummary};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -42,6 +42,8 @@ use view::{Membership, NodeObservation};
 pub const SUMMARY_KEY: &str = "plexus:summary";
 /// The key of a node's sealed [`DependencyEdges`].
 pub const EDGES_KEY: &str = "plexus:edges";
+/// The key of a voter's sealed [`ConsensusSummary`].
+pub const CONSENSUS_KEY: &str = "plexus:consensus";
 /// How long dead members stay listed (as dead) before they are forgotten.
 const DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
 /// How long delivering one gossip message may take, dial included.
@@ -89,6 +91,7 @@ pub struct Gossip {
     leaving: Arc<AtomicBool>,
     generation: u64,
     pool: Arc<PeerPool>,
+    consensus: watch::Sender<Option<Vec<u8>>>,
     tasks: JoinSet<()>,
 }
 
@@ -143,6 +146,7 @@ impl Gossip {
             setup.telemetry.clone(),
         ));
         let leaving = Arc::new(AtomicBool::new(false));
+        let (consensus, consensus_rx) = watch::channel(None);
         let sealer = Sealer::new(&setup.credentials).map_err(anyhow::Error::msg)?;
         let publisher = Publisher {
             chitchat: handle.chitchat(),
@@ -155,6 +159,7 @@ impl Gossip {
             summary_gate: PublishGate::default(),
             edges_gate: PublishGate::default(),
             leaving: leaving.clone(),
+            consensus: consensus_rx,
             telemetry: setup.telemetry.clone(),
         };
         let (view_tx, view) = watch::channel(Arc::new(MeshView::default()));
@@ -175,10 +180,39 @@ impl Gossip {
             leaving,
             generation,
             pool: setup.pool,
+            consensus,
             tasks,
         })
     }
 
+    /// What the decision log publishes through (voters only).
+    pub fn consensus_publisher(&self) -> ConsensusPublisher {
+        ConsensusPublisher(self.consensus.clone())
+    }
+}
+
+/// Publishes a voter's view of the decision log in gossip, at the publisher's next round.
+#[derive(Clone)]
+pub struct ConsensusPublisher(watch::Sender<Option<Vec<u8>>>);
+
+impl ConsensusPublisher {
+    pub fn publish(&self, summary: &ConsensusSummary) {
+        match summary.encode() {
+            Ok(payload) => {
+                self.0.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&payload);
+                    if changed {
+                        *current = Some(payload);
+                    }
+                    changed
+                });
+            }
+            Err(reason) => tracing::error!(%reason, "consensus summary over budget; not published"),
+        }
+    }
+}
+
+impl Gossip {
     /// Where the accept loop hands gossip streams.
     pub fn inbox(&self) -> GossipInbox {
         self.inbox.clone()
@@ -256,6 +290,7 @@ struct Publisher {
     summary_gate: PublishGate<NodeSummary>,
     edges_gate: PublishGate<DependencyEdges>,
     leaving: Arc<AtomicBool>,
+    consensus: watch::Receiver<Option<Vec<u8>>>,
     telemetry: Telemetry,
 }
 
@@ -284,6 +319,12 @@ impl Publisher {
             match summary.encode() {
                 Ok(payload) => self.set(SUMMARY_KEY, payload).await,
                 Err(reason) => tracing::error!(%reason, "node summary over budget; not published"),
+            }
+        }
+        if self.consensus.has_changed().unwrap_or(false) {
+            let payload = self.consensus.borrow_and_update().clone();
+            if let Some(payload) = payload {
+                self.set(CONSENSUS_KEY, payload).await;
             }
         }
         let edges = build_edges(&self.load.edges(now));
@@ -327,6 +368,7 @@ struct RawNode {
     cert: Option<String>,
     summary: Option<(String, u64)>,
     edges: Option<(String, u64)>,
+    consensus: Option<(String, u64)>,
 }
 
 struct Observer {
@@ -375,6 +417,7 @@ impl Observer {
                     cert: state.get(CERT_KEY).map(str::to_owned),
                     summary: versioned(state, SUMMARY_KEY),
                     edges: versioned(state, EDGES_KEY),
+                    consensus: versioned(state, CONSENSUS_KEY),
                 })
                 .collect::<Vec<_>>()
         };
@@ -426,6 +469,7 @@ impl Observer {
         };
         let summary = open(SUMMARY_KEY, &node.summary);
         let edges = open(EDGES_KEY, &node.edges);
+        let consensus = open(CONSENSUS_KEY, &node.consensus);
         let mut refusal = None;
         let summary = match summary {
             Some((Ok(payload), version)) => match NodeSummary::decode(&payload) {
@@ -455,6 +499,20 @@ impl Observer {
             }
             None => Vec::new(),
         };
+        let consensus = match consensus {
+            Some((Ok(payload), version)) => match ConsensusSummary::decode(&payload) {
+                Ok(summary) => Some(summary),
+                Err(_) => {
+                    refusal = refusal.or(Some(("malformed_consensus", version)));
+                    None
+                }
+            },
+            Some((Err(error), version)) => {
+                refusal = refusal.or(Some((error.label(), version)));
+                None
+            }
+            None => None,
+        };
         if let Some((reason, version)) = refusal {
             if self.rejected.get(&node_id) != Some(&version) {
                 self.rejected.insert(node_id.clone(), version);
@@ -472,6 +530,7 @@ impl Observer {
             live: node.live,
             summary,
             edges,
+            consensus,
         })
     }
 }

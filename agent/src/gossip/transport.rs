@@ -20,7 +20,8 @@ use chitchat::transport::{RecvOutcome, SendOutcome, Socket, Transport};
 use chitchat::ChitchatEnvelope;
 use plexus_protocol::frame::FrameMessage;
 use plexus_protocol::{
-    FrameError, FrameHeader, FrameType, GossipLeave, GossipMessage, NodeId, FRAME_HEADER_LEN,
+    FrameError, FrameHeader, FrameType, GossipLeave, GossipMessage, NodeId, RaftEnvelope,
+    FRAME_HEADER_LEN,
 };
 use quinn::RecvStream;
 use tokio::sync::{mpsc, Semaphore};
@@ -83,6 +84,7 @@ pub async fn wire(
         inbox: GossipInbox {
             raw: raw_tx,
             leaves: leaves_tx,
+            raft: None,
             telemetry,
         },
         outbound,
@@ -205,23 +207,7 @@ pub async fn deliver(
 }
 
 async fn send_frame(pool: &PeerPool, outgoing: Outgoing, timeout: Duration) -> Result<(), String> {
-    let peer = pool
-        .connection(outgoing.to, timeout)
-        .await
-        .map_err(|e| e.to_string())?;
-    tokio::time::timeout(timeout, async {
-        let mut send = peer
-            .connection
-            .open_uni()
-            .await
-            .map_err(|e| e.to_string())?;
-        send.write_all(&outgoing.frame)
-            .await
-            .map_err(|e| e.to_string())?;
-        send.finish().map_err(|e| e.to_string())
-    })
-    .await
-    .map_err(|_| format!("no room to send within {timeout:?}"))?
+    crate::transport::send_uni(pool, outgoing.to, &outgoing.frame, timeout).await
 }
 
 /// Decodes received chitchat bytes, one message at a time, and hands them to chitchat.
@@ -266,10 +252,17 @@ pub async fn decode(
 pub struct GossipInbox {
     raw: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     leaves: mpsc::UnboundedSender<(NodeId, u64)>,
+    raft: Option<crate::consensus::RaftInbox>,
     telemetry: Telemetry,
 }
 
 impl GossipInbox {
+    /// Also hands Raft messages (the other kind of unidirectional stream) to the decision log.
+    pub fn with_raft(mut self, raft: crate::consensus::RaftInbox) -> Self {
+        self.raft = Some(raft);
+        self
+    }
+
     /// Reads one gossip frame from a stream that `peer` (the node ID of its verified
     /// certificate, connected from `remote`) opened. Bad input is dropped and counted.
     pub async fn accept_stream(&self, peer: &NodeId, remote: SocketAddr, mut recv: RecvStream) {
@@ -313,6 +306,19 @@ impl GossipInbox {
                 }
                 Err(_) => rejected(&self.telemetry, "malformed"),
             },
+            FrameType::Raft => match (RaftEnvelope::from_payload(&payload), &self.raft) {
+                (Ok(envelope), Some(raft)) => {
+                    if let Err(reason) = raft.deliver(peer, envelope) {
+                        tracing::debug!(%peer, reason, "raft message dropped");
+                        raft_dropped(&self.telemetry, reason);
+                    }
+                }
+                (Ok(_), None) => raft_dropped(&self.telemetry, "no_consensus"),
+                (Err(error), _) => {
+                    tracing::warn!(%peer, %remote, %error, "malformed raft message dropped");
+                    raft_dropped(&self.telemetry, "malformed");
+                }
+            },
             _ => rejected(&self.telemetry, "unexpected_frame"),
         }
     }
@@ -344,6 +350,7 @@ async fn read_frame(recv: &mut RecvStream) -> Result<(FrameType, Vec<u8>), Frame
     let max = match header.frame_type {
         FrameType::Gossip => GossipMessage::MAX_PAYLOAD,
         FrameType::GossipLeave => GossipLeave::MAX_PAYLOAD,
+        FrameType::Raft => RaftEnvelope::MAX_PAYLOAD,
         other => {
             return Err(FrameError::UnexpectedType {
                 expected: FrameType::Gossip,
@@ -362,4 +369,10 @@ async fn read_frame(recv: &mut RecvStream) -> Result<(FrameType, Vec<u8>), Frame
     let mut payload = vec![0u8; header.payload_len];
     recv.read_exact(&mut payload).await?;
     Ok((header.frame_type, payload))
+}
+
+fn raft_dropped(telemetry: &Telemetry, reason: &'static str) {
+    telemetry
+        .counter(names::RAFT_MESSAGES_DROPPED, &[("reason", reason)])
+        .increment(1);
 }

@@ -52,6 +52,8 @@ pub struct NodeObservation {
     /// Its verified summary, or `None` when it has published none that verifies.
     pub summary: Option<NodeSummary>,
     pub edges: Vec<DependencyEdge>,
+    /// Its verified view of the decision log, when it is a voter that publishes one.
+    pub consensus: Option<plexus_protocol::ConsensusSummary>,
 }
 
 /// One member of the mesh in the view.
@@ -68,6 +70,9 @@ pub struct Member {
     pub heartbeat_age: Duration,
     pub summary: Option<NodeSummary>,
     pub edges: Vec<DependencyEdge>,
+    /// Its verified view of the decision log, when it is a voter that publishes one.
+    #[serde(skip)]
+    pub consensus: Option<plexus_protocol::ConsensusSummary>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -302,6 +307,7 @@ impl Membership {
                 heartbeat_age,
                 summary: node.summary,
                 edges: node.edges,
+                consensus: node.consensus,
             });
         }
         let known: std::collections::HashSet<&str> =

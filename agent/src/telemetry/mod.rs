@@ -48,6 +48,17 @@ pub mod names {
     pub const HTTP_STREAMS_OPENED: &str = "plexus_http_streams_opened_total";
     pub const SPANS_EXPORTED: &str = "plexus_spans_exported_total";
     pub const SPANS_DROPPED: &str = "plexus_spans_dropped_total";
+    pub const RAFT_TERM: &str = "plexus_raft_term";
+    pub const RAFT_IS_LEADER: &str = "plexus_raft_is_leader";
+    pub const RAFT_COMMIT_INDEX: &str = "plexus_raft_commit_index";
+    pub const RAFT_APPLIED_INDEX: &str = "plexus_raft_applied_index";
+    pub const RAFT_VOTERS: &str = "plexus_raft_voters";
+    pub const RAFT_MESSAGES_DROPPED: &str = "plexus_raft_messages_dropped_total";
+    pub const PROPOSALS: &str = "plexus_decision_proposals_total";
+    pub const DECISIONS_APPLIED: &str = "plexus_decisions_applied_total";
+    pub const COMMITTED_WEIGHT: &str = "plexus_committed_weight";
+    pub const SCALING_HINT: &str = "plexus_scaling_desired_replicas";
+    pub const CANARY_SHARE: &str = "plexus_canary_share_percent";
 }
 
 /// An agent's metric registry and its Prometheus renderer.

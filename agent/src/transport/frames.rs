@@ -44,3 +44,28 @@ pub async fn write_message<M: FrameMessage>(
 ) -> Result<(), quinn::WriteError> {
     send.write_all(&message.to_frame_bytes()).await
 }
+
+/// Sends one encoded frame to `addr` on a unidirectional stream of its pooled connection (dialing
+/// it if needed), within `timeout` for the dial and again for the stream.
+pub async fn send_uni(
+    pool: &super::PeerPool,
+    addr: std::net::SocketAddr,
+    frame: &[u8],
+    timeout: std::time::Duration,
+) -> Result<(), String> {
+    let peer = pool
+        .connection(addr, timeout)
+        .await
+        .map_err(|e| e.to_string())?;
+    tokio::time::timeout(timeout, async {
+        let mut send = peer
+            .connection
+            .open_uni()
+            .await
+            .map_err(|e| e.to_string())?;
+        send.write_all(frame).await.map_err(|e| e.to_string())?;
+        send.finish().map_err(|e| e.to_string())
+    })
+    .await
+    .map_err(|_| format!("no room to send within {timeout:?}"))?
+}

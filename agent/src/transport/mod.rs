@@ -14,7 +14,7 @@ mod tls;
 
 pub use backoff::Backoff;
 pub use datagram::QuicShape;
-pub use frames::{read_message, write_message, ReadMessageError};
+pub use frames::{read_message, send_uni, write_message, ReadMessageError};
 pub use pool::{DialError, PeerPool};
 pub use returning::{forgive_returning_peers, Returning};
 pub use tls::{client_config, server_config, ALPN};

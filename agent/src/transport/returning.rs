@@ -80,6 +80,7 @@ mod tests {
             heartbeat_age: Duration::ZERO,
             summary: None,
             edges: Vec::new(),
+            consensus: None,
         }
     }
 

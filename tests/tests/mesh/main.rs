@@ -4,6 +4,7 @@
 mod chaos;
 mod cli;
 mod config_errors;
+mod consensus;
 mod failures;
 mod gossip;
 mod http;

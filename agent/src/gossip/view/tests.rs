@@ -45,6 +45,7 @@ fn node(
         live,
         summary,
         edges: vec![],
+        consensus: None,
     }
 }
 

@@ -1,0 +1,292 @@
+//! The cell's membership from the driver's side: forming the group, learning decisions from
+//! gossip when not in it, and the leader's Autopilot.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use plexus_protocol::{
+    CommittedState, Decision, DecisionKind, MembershipChange, MembershipStep, NodeId,
+};
+use raft::eraftpb::{ConfChangeSingle, ConfChangeType, ConfChangeV2};
+use raft::StateRole;
+
+use super::{unix_ms, Driver};
+use crate::consensus::ids::raft_id;
+use crate::consensus::membership::{choose_voters, plan_step, Candidate, Group, Step};
+use crate::gossip::MemberState;
+
+impl Driver {
+    pub(super) fn candidates(&self) -> Vec<Candidate> {
+        let view = self.view.borrow().clone();
+        view.members
+            .iter()
+            .filter(|m| m.summary.is_some())
+            .map(|m| Candidate {
+                node_id: m.node_id.clone(),
+                zone: if m.local {
+                    self.zone.clone()
+                } else {
+                    m.summary
+                        .as_ref()
+                        .map(|s| s.zone.clone())
+                        .unwrap_or_default()
+                },
+                healthy: m.local || m.state.routable(),
+                down_for: if m.state.routable() {
+                    Duration::ZERO
+                } else {
+                    m.heartbeat_age
+                },
+                left: m.state == MemberState::Left,
+            })
+            .collect()
+    }
+
+    pub(super) fn in_group(&self) -> bool {
+        self.raw.is_some()
+            && (self.conf.voters.contains(&self.id) || self.conf.learners.contains(&self.id))
+    }
+
+    /// A non-voter adopts the newest committed state that voters publish. Trust: when it knows
+    /// the voters already, only theirs; before that, a state whose publisher is one of its own
+    /// voters and whose voter set a majority of those voters publish too.
+    pub(super) fn learn_from_gossip(&mut self) {
+        let view = self.view.borrow().clone();
+        let published: Vec<(&str, &plexus_protocol::ConsensusSummary)> = view
+            .members
+            .iter()
+            .filter(|m| !m.local && m.state.routable())
+            .filter_map(|m| m.consensus.as_ref().map(|c| (m.node_id.as_str(), c)))
+            .filter(|(node, c)| c.voters.iter().any(|v| v.as_str() == *node))
+            .collect();
+        let known = &self.state.voters;
+        let trusted = |node: &str, summary: &plexus_protocol::ConsensusSummary| {
+            if !known.is_empty() {
+                return known.iter().any(|v| v.as_str() == node);
+            }
+            let agreeing = published
+                .iter()
+                .filter(|(other, c)| {
+                    c.voters == summary.voters
+                        && summary.voters.iter().any(|v| v.as_str() == *other)
+                })
+                .count();
+            agreeing * 2 > summary.voters.len()
+        };
+        let Some((_, best)) = published
+            .iter()
+            .filter(|(node, summary)| trusted(node, summary))
+            .max_by_key(|(_, summary)| summary.state.applied_index)
+        else {
+            return;
+        };
+        if best.state.applied_index <= self.state.applied_index {
+            return;
+        }
+        self.state = best.state.clone();
+        let _ = self.state_tx.send(Arc::new(self.state.clone()));
+        if let Err(error) = self.store.persist_learned(self.state.encode()) {
+            tracing::warn!(%error, "cannot keep the learned decision state");
+        }
+    }
+
+    /// Forms the group once `bootstrap_expect` members have been seen, unchanged, for a while;
+    /// or joins the first voters another agent chose, when they include this node.
+    pub(super) fn maybe_bootstrap(&mut self) {
+        let Some(expect) = self.settings.bootstrap_expect else {
+            return;
+        };
+        let members = self.candidates();
+        let view = self.view.borrow().clone();
+        let me = self.node.as_str();
+        let published: Vec<&plexus_protocol::ConsensusSummary> = view
+            .members
+            .iter()
+            .filter_map(|m| m.consensus.as_ref())
+            .collect();
+        let voters = if let Some(group) = published.first() {
+            // A group exists: join it as a first voter if it names this node, otherwise wait
+            // for its leader to add this node (or learn its decisions from gossip).
+            if !published.iter().all(|g| g.voters == group.voters)
+                || !group.voters.iter().any(|v| v.as_str() == me)
+            {
+                return;
+            }
+            group.voters.iter().map(|v| v.to_string()).collect()
+        } else {
+            let mut healthy: Vec<String> = members
+                .iter()
+                .filter(|m| m.healthy)
+                .map(|m| m.node_id.clone())
+                .collect();
+            healthy.sort_unstable();
+            if healthy.len() < expect {
+                self.settling = None;
+                return;
+            }
+            match &self.settling {
+                Some((seen, since)) if *seen == healthy => {
+                    if since.elapsed() < self.settings.bootstrap_settle {
+                        return;
+                    }
+                }
+                _ => {
+                    self.settling = Some((healthy, Instant::now()));
+                    return;
+                }
+            }
+            choose_voters(&members, expect)
+        };
+        if !voters.iter().any(|v| v == me) {
+            return;
+        }
+        let mut voter_ids: Vec<NodeId> = voters
+            .iter()
+            .filter_map(|v| NodeId::new(v.clone()).ok())
+            .collect();
+        voter_ids.sort_unstable();
+        let state = CommittedState {
+            applied_index: 1,
+            applied_term: 1,
+            voters: voter_ids,
+            services: Default::default(),
+        };
+        let ids = voters.iter().map(|v| raft_id(v)).collect();
+        tracing::info!(?voters, "forming the decision group");
+        if let Err(error) = self.store.bootstrap(ids, state.encode()) {
+            tracing::error!(%error, "cannot write the decision group's first state");
+            return;
+        }
+        self.conf = self.store.applied().conf;
+        self.state = state;
+        let _ = self.state_tx.send(Arc::new(self.state.clone()));
+        if let Err(error) = self.start_node() {
+            tracing::error!(%error, "cannot start the Raft node");
+        }
+    }
+
+    /// The leader's Autopilot: at most one membership step at a time.
+    pub(super) fn autopilot(&mut self) {
+        let members = self.candidates();
+        let Some(raw) = self.raw.as_mut() else { return };
+        if raw.raft.state != StateRole::Leader {
+            return;
+        }
+        let Some(target) = self
+            .settings
+            .bootstrap_expect
+            .or(Some(self.conf.voters.len()))
+        else {
+            return;
+        };
+        let name = |id: &u64| self.peers.get(id).map(|(n, _)| n.clone());
+        let commit = raw.raft.raft_log.committed;
+        let group = Group {
+            voters: self.conf.voters.iter().filter_map(name).collect(),
+            learners: self.conf.learners.iter().filter_map(name).collect(),
+            caught_up: self
+                .conf
+                .learners
+                .iter()
+                .filter(|id| {
+                    raw.raft
+                        .prs()
+                        .get(**id)
+                        .is_some_and(|p| p.matched >= commit)
+                })
+                .filter_map(name)
+                .collect(),
+            target,
+            pending: self
+                .pending_membership
+                .is_some_and(|i| i > self.state.applied_index)
+                || raw.raft.has_pending_conf(),
+        };
+        let Some(step) = plan_step(&group, &members, self.settings.dead_voter_after) else {
+            return;
+        };
+        let mut voters = group.voters.clone();
+        let (kind, node, reason, down_for) = match &step {
+            Step::AddLearner { node, replaces } => (
+                MembershipStep::AddLearner,
+                node.clone(),
+                format!("voter {replaces} is down; {node} joins as a learner to replace it"),
+                None,
+            ),
+            Step::Promote { node } => {
+                voters.push(node.clone());
+                (
+                    MembershipStep::Promote,
+                    node.clone(),
+                    format!("learner {node} has caught up; it becomes a voter"),
+                    None,
+                )
+            }
+            Step::Remove { node, down_for } => {
+                voters.retain(|v| v != node);
+                (
+                    MembershipStep::Remove,
+                    node.clone(),
+                    format!(
+                        "voter {node} has been down for {}s; removed",
+                        down_for.as_secs()
+                    ),
+                    Some(down_for.as_secs_f64()),
+                )
+            }
+        };
+        let Ok(node_id) = NodeId::new(node.clone()) else {
+            return;
+        };
+        voters.sort_unstable();
+        let decision = Decision {
+            kind: DecisionKind::Voters {
+                voters: voters
+                    .iter()
+                    .filter_map(|v| NodeId::new(v.clone()).ok())
+                    .collect(),
+            },
+            reason,
+            evidence: down_for
+                .map(|secs| plexus_protocol::Evidence {
+                    subject: node.clone(),
+                    signal: "down_seconds".into(),
+                    value: secs,
+                    reference: Some(self.settings.dead_voter_after.as_secs_f64()),
+                })
+                .into_iter()
+                .collect(),
+            proposer: self.node.clone(),
+            proposed_at_ms: unix_ms(),
+        };
+        let change = MembershipChange {
+            step: kind,
+            node: node_id,
+            raft_id: raft_id(&node),
+            decision,
+        };
+        let Ok(context) = change.encode() else { return };
+        tracing::info!(step = ?change.step, node = %change.node, "membership change proposed");
+        let cc = conf_change(&change);
+        if raw.propose_conf_change(context, cc).is_ok() {
+            self.pending_membership = Some(raw.raft.raft_log.last_index());
+            self.proposals += 1;
+        }
+    }
+}
+
+/// raft-rs's conf change for one membership step, built field by field.
+pub(super) fn conf_change(change: &MembershipChange) -> ConfChangeV2 {
+    let mut single = ConfChangeSingle {
+        node_id: change.raft_id,
+        ..ConfChangeSingle::default()
+    };
+    single.set_change_type(match change.step {
+        MembershipStep::AddLearner => ConfChangeType::AddLearnerNode,
+        MembershipStep::Promote => ConfChangeType::AddNode,
+        MembershipStep::Remove => ConfChangeType::RemoveNode,
+    });
+    let mut cc = ConfChangeV2::default();
+    cc.set_changes(vec![single].into());
+    cc
+}

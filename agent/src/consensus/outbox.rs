@@ -1,0 +1,90 @@
+//! Raft messages on their way to peers: one ordered queue and one sender task per peer, each
+//! message on its own unidirectional stream of the peer's mTLS QUIC connection. A message that
+//! cannot be delivered is reported back so raft-rs can probe the peer again (and learn that a
+//! snapshot failed); a full queue drops the message, which Raft repairs by retransmission.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::mpsc;
+use tokio::task::JoinSet;
+
+use crate::transport::PeerPool;
+
+/// Messages waiting for one peer.
+const PEER_QUEUE: usize = 256;
+/// How long one delivery may take, dial included.
+const DELIVERY_TIMEOUT: Duration = Duration::from_secs(2);
+
+/// What the driver hears back about a delivery that failed.
+#[derive(Debug, Clone, Copy)]
+pub struct Undelivered {
+    pub to: u64,
+    pub snapshot: bool,
+}
+
+struct Outgoing {
+    addr: SocketAddr,
+    frame: Vec<u8>,
+    snapshot: bool,
+}
+
+/// The per-peer queues.
+pub struct Outbox {
+    pool: Arc<PeerPool>,
+    queues: HashMap<u64, mpsc::Sender<Outgoing>>,
+    tasks: JoinSet<()>,
+    undelivered: mpsc::UnboundedSender<Undelivered>,
+}
+
+impl Outbox {
+    pub fn new(pool: Arc<PeerPool>) -> (Self, mpsc::UnboundedReceiver<Undelivered>) {
+        let (undelivered, reports) = mpsc::unbounded_channel();
+        let outbox = Self {
+            pool,
+            queues: HashMap::new(),
+            tasks: JoinSet::new(),
+            undelivered,
+        };
+        (outbox, reports)
+    }
+
+    /// Queues one encoded frame for `to` at `addr`; false when it was dropped.
+    pub fn send(&mut self, to: u64, addr: SocketAddr, frame: Vec<u8>, snapshot: bool) -> bool {
+        let queue = self.queues.entry(to).or_insert_with(|| {
+            let (tx, rx) = mpsc::channel(PEER_QUEUE);
+            let pool = self.pool.clone();
+            let reports = self.undelivered.clone();
+            self.tasks.spawn(deliver(to, rx, pool, reports));
+            tx
+        });
+        queue
+            .try_send(Outgoing {
+                addr,
+                frame,
+                snapshot,
+            })
+            .is_ok()
+    }
+}
+
+async fn deliver(
+    to: u64,
+    mut queue: mpsc::Receiver<Outgoing>,
+    pool: Arc<PeerPool>,
+    reports: mpsc::UnboundedSender<Undelivered>,
+) {
+    while let Some(outgoing) = queue.recv().await {
+        let snapshot = outgoing.snapshot;
+        if let Err(reason) = send_one(&pool, outgoing).await {
+            tracing::debug!(to, %reason, "raft message not delivered");
+            let _ = reports.send(Undelivered { to, snapshot });
+        }
+    }
+}
+
+async fn send_one(pool: &PeerPool, outgoing: Outgoing) -> Result<(), String> {
+    crate::transport::send_uni(pool, outgoing.addr, &outgoing.frame, DELIVERY_TIMEOUT).await
+}
