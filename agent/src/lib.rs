@@ -3,8 +3,9 @@
 //! See `ARCHITECTURE.md` at the repository root for how the modules fit together. In short:
 //! [`config`] validates the TOML file, [`pki`] makes and checks certificates, [`transport`] owns
 //! the mTLS QUIC endpoint and peer connections, [`proxy`] carries service bytes between local
-//! TCP sockets and QUIC streams, [`admin`] serves health, metrics and status over HTTP, and
-//! [`agent`] wires them together into a running node.
+//! TCP sockets and QUIC streams, [`decide`] holds the pure policies behind the slow decisions
+//! the Raft leader proposes (weights, canary steps, scaling hints), [`admin`] serves health,
+//! metrics and status over HTTP, and [`agent`] wires them together into a running node.
 #![forbid(unsafe_code)]
 
 pub mod admin;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod consensus;
 pub mod ctl;
+pub mod decide;
 pub mod demo;
 pub mod gossip;
 pub mod health;
