@@ -198,6 +198,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
                 load.clone(),
                 spans.clone(),
             );
+            proxy.route().follow_decisions(consensus.watch_state());
             (Arc::new(proxy), listener, bound)
         })
         .collect();
@@ -229,6 +230,23 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
 
     let mut tasks = JoinSet::new();
     tasks.spawn(consensus_task);
+    tasks.spawn(crate::consensus::leader::propose_decisions(
+        state.consensus.clone(),
+        config.node_id.clone(),
+        gossip.view(),
+        decider_settings(&config),
+        shutdown_rx.clone(),
+    ));
+    tasks.spawn(crate::consensus::leader::follow_committed(
+        state.consensus.watch_state(),
+        config
+            .scaling
+            .iter()
+            .filter_map(|s| Some((s.service.clone(), s.scale_hook.clone()?)))
+            .collect(),
+        telemetry.clone(),
+        shutdown_rx.clone(),
+    ));
     let inbound = Arc::new(InboundProxy::new(
         &config.services,
         telemetry.clone(),
@@ -278,6 +296,25 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         gossip,
         tasks,
     })
+}
+
+/// The leader's policies from `[[canary]]` and `[[scaling]]`.
+fn decider_settings(config: &AgentConfig) -> crate::decide::DeciderSettings {
+    let mut settings = crate::decide::DeciderSettings::default();
+    let window = config.consensus.weights_window;
+    settings.weights.down_window = window;
+    settings.weights.up_window = window * 3;
+    for (service, policy) in &config.canaries {
+        settings.services.entry(service.clone()).or_default().canary = Some(policy.clone());
+    }
+    for scaling in &config.scaling {
+        settings
+            .services
+            .entry(scaling.service.clone())
+            .or_default()
+            .scaling = Some(scaling.settings);
+    }
+    settings
 }
 
 /// Bytes of a hex string (a certificate serial); non-hex pairs are skipped.

@@ -120,7 +120,14 @@ impl AdminView for AgentState {
             .into_iter()
             .map(|(name, endpoints)| (name.to_string(), json!(endpoints)))
             .collect();
-        json!({ "services": services })
+        // What the decision log committed per service: weights, canary, scaling hint.
+        let committed = self.consensus.state();
+        let decided: serde_json::Map<String, serde_json::Value> = committed
+            .services
+            .iter()
+            .map(|(name, d)| (name.to_string(), json!(d)))
+            .collect();
+        json!({ "services": services, "decisions": decided })
     }
 
     fn graph(&self) -> serde_json::Value {

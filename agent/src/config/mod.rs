@@ -38,6 +38,10 @@ pub struct AgentConfig {
     pub gossip: crate::gossip::GossipSettings,
     /// `[consensus]`: the decision log.
     pub consensus: crate::consensus::ConsensusSettings,
+    /// `[[canary]]`: releases this agent runs when it leads the decision log.
+    pub canaries: Vec<(ServiceName, plexus_protocol::CanaryPolicy)>,
+    /// `[[scaling]]`: services that get scaling hints.
+    pub scaling: Vec<ScalingPolicy>,
     /// `[telemetry] otlp_endpoint`: where to send request spans (OTLP/HTTP JSON), if anywhere.
     pub otlp_endpoint: Option<hyper::Uri>,
     pub services: Vec<LocalService>,
@@ -45,6 +49,15 @@ pub struct AgentConfig {
     pub trust: TrustBundle,
     pub credentials: NodeCredentials,
     pub tls_files: TlsFiles,
+}
+
+/// One `[[scaling]]` table.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScalingPolicy {
+    pub service: ServiceName,
+    pub settings: crate::decide::ScalingSettings,
+    /// Run as `HOOK SERVICE REPLICAS` on this agent when the committed hint changes.
+    pub scale_hook: Option<PathBuf>,
 }
 
 /// Where the certificates came from.

@@ -24,6 +24,10 @@ pub struct RawConfig {
     #[serde(default)]
     pub consensus: RawConsensus,
     #[serde(default)]
+    pub canary: Vec<RawCanary>,
+    #[serde(default)]
+    pub scaling: Vec<RawScaling>,
+    #[serde(default)]
     pub telemetry: RawTelemetry,
     #[serde(default)]
     pub service: Vec<RawService>,
@@ -58,6 +62,30 @@ pub struct RawConsensus {
     pub bootstrap_expect: Option<i64>,
     pub election_timeout: Option<String>,
     pub dead_voter_after: Option<String>,
+    pub weights_window: Option<String>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub service: String,
+    pub baseline: String,
+    pub canary: String,
+    pub step_percent: Option<i64>,
+    pub interval: Option<String>,
+    pub max_error_rate_increase: Option<f64>,
+    pub max_latency_ratio: Option<f64>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawScaling {
+    pub service: String,
+    pub target_utilization: Option<f64>,
+    pub min_replicas: Option<u32>,
+    pub max_replicas: Option<u32>,
+    pub downscale_window: Option<String>,
+    pub scale_hook: Option<PathBuf>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -238,6 +238,8 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     }
 
     let consensus = consensus::settings(&mut c, &raw.consensus);
+    let canaries = consensus::canaries(&mut c, &raw.canary);
+    let scaling = consensus::scaling(&mut c, &raw.scaling);
     let services = services(&mut c, &raw.service);
     let mut upstreams = upstreams(&mut c, &raw.upstream);
 
@@ -350,6 +352,8 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 transport,
                 gossip,
                 consensus,
+                canaries,
+                scaling,
                 otlp_endpoint,
                 services,
                 upstreams,

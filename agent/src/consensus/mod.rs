@@ -14,6 +14,7 @@
 
 mod driver;
 pub mod ids;
+pub mod leader;
 mod logger;
 pub mod membership;
 mod outbox;
@@ -50,6 +51,9 @@ pub struct ConsensusSettings {
     pub dead_voter_after: Duration,
     /// How long the members seen must stay the same before a group forms.
     pub bootstrap_settle: Duration,
+    /// How long every weight target must agree before a weight goes down (three times that
+    /// before it goes up): the weights' damping.
+    pub weights_window: Duration,
 }
 
 impl Default for ConsensusSettings {
@@ -61,6 +65,7 @@ impl Default for ConsensusSettings {
             heartbeat_ticks: 2,
             dead_voter_after: Duration::from_secs(30),
             bootstrap_settle: Duration::from_secs(2),
+            weights_window: crate::decide::WeightSettings::default().down_window,
         }
     }
 }

@@ -18,6 +18,10 @@ use tokio::time::Instant;
 
 use crate::config::Upstream;
 use crate::gossip::MeshView;
+use committed::CommittedRouting;
+use plexus_protocol::CommittedState;
+
+pub mod committed;
 use crate::policy::balance::BalanceConfig;
 use crate::policy::outlier::{Ejection, Transition};
 use crate::policy::retry::RetryBudget;
@@ -27,6 +31,9 @@ use crate::telemetry::{names, Telemetry};
 
 struct RouteState {
     endpoints: EndpointSet,
+    /// The decision log's committed state, once the agent follows it.
+    committed: Option<watch::Receiver<Arc<CommittedState>>>,
+    routing: CommittedRouting,
     budget: RetryBudget,
     rng: SmallRng,
     view: watch::Receiver<Arc<MeshView>>,
@@ -52,6 +59,10 @@ pub struct RouteReading {
     pub protocol: &'static str,
     pub discovery: &'static str,
     pub endpoints: Vec<EndpointJson>,
+    /// The committed weights' epoch (0 until the decision log has weighted this service).
+    pub weights_epoch: u64,
+    /// The canary's committed share, while a release is under way.
+    pub canary_share_percent: Option<u8>,
     pub retry_budget: BudgetJson,
 }
 
@@ -107,6 +118,8 @@ impl Route {
         let seed = rand::rng().random();
         let state = RouteState {
             endpoints,
+            committed: None,
+            routing: CommittedRouting::default(),
             budget: RetryBudget::new(upstream.requests.retry_budget, now),
             rng: SmallRng::seed_from_u64(seed),
             view,
@@ -119,6 +132,39 @@ impl Route {
             state: Mutex::new(state),
             waiting: AtomicUsize::new(0),
         }
+    }
+
+    /// Follows the decision log: committed weights scale the balancer, a canary's share splits
+    /// attempts between versions.
+    pub fn follow_decisions(&self, committed: watch::Receiver<Arc<CommittedState>>) {
+        let mut state = self.lock();
+        state.committed = Some(committed);
+        let view = state.view.borrow().clone();
+        self.apply_committed(&mut state, &view);
+    }
+
+    fn apply_committed(&self, state: &mut RouteState, view: &MeshView) {
+        let Some(committed) = state.committed.as_mut() else {
+            return;
+        };
+        let decided = committed.borrow_and_update().clone();
+        let routing = committed::plan(&self.upstream.service, view, &decided);
+        if routing == state.routing {
+            return;
+        }
+        for (addr, weight) in &routing.weights {
+            state.endpoints.set_weight(*addr, *weight);
+            self.telemetry
+                .gauge(
+                    names::COMMITTED_WEIGHT,
+                    &[
+                        ("service", self.upstream.service.as_str()),
+                        ("endpoint", &addr.to_string()),
+                    ],
+                )
+                .set(*weight);
+        }
+        state.routing = routing;
     }
 
     pub fn upstream(&self) -> &Upstream {
@@ -179,6 +225,17 @@ impl Route {
         let state = &mut *state;
         self.refresh(state, now);
         let rng = &mut state.rng;
+        if let Some(split) = &state.routing.split {
+            let draw: u8 = rng.random_range(0..100);
+            let mut avoid = exclude.to_vec();
+            avoid.extend_from_slice(split.exclude(draw));
+            if let Some(addr) = state
+                .endpoints
+                .pick(now, |n| rng.random_range(0..n), &avoid)
+            {
+                return Some(addr);
+            }
+        }
         state
             .endpoints
             .pick(now, |n| rng.random_range(0..n), exclude)
@@ -260,11 +317,22 @@ impl Route {
     /// This upstream as `/v1/routes` shows it.
     /// Follows gossip's endpoint list (when it changed) and lets ejections run out.
     fn refresh(&self, state: &mut RouteState, now: Instant) {
-        if state.view.has_changed().unwrap_or(false) {
+        let view_changed = state.view.has_changed().unwrap_or(false);
+        if view_changed {
             let view = state.view.borrow_and_update().clone();
             state
                 .endpoints
                 .sync(&endpoint_list(&self.upstream, &view), now);
+        }
+        let committed_changed = state
+            .committed
+            .as_ref()
+            .is_some_and(|c| c.has_changed().unwrap_or(false));
+        if view_changed || committed_changed {
+            let view = state.view.borrow().clone();
+            // A re-synced endpoint set starts at full weight: reapply what is committed.
+            state.routing = CommittedRouting::default();
+            self.apply_committed(state, &view);
         }
         for (addr, transition) in state.endpoints.tick(now) {
             self.transition(addr, transition);
@@ -306,6 +374,7 @@ impl Route {
             })
             .collect();
         let budget = state.budget.reading(now);
+        let routing = state.routing.clone();
         drop(state);
         RouteReading {
             service: self.upstream.service.to_string(),
@@ -317,6 +386,8 @@ impl Route {
                 "static"
             },
             endpoints,
+            weights_epoch: routing.epoch,
+            canary_share_percent: routing.split.as_ref().map(|s| s.share_percent),
             retry_budget: BudgetJson {
                 requests: budget.requests,
                 retries: budget.retries,

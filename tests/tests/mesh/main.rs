@@ -5,6 +5,7 @@ mod chaos;
 mod cli;
 mod config_errors;
 mod consensus;
+mod decisions;
 mod failures;
 mod gossip;
 mod http;
