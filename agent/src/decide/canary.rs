@@ -84,6 +84,10 @@ impl VersionLoad {
     }
 }
 
+/// Intervals a canary with a share may go without measurable traffic (while the baseline has
+/// some) before it is rolled back, as Flagger counts a check without metrics as failed.
+pub const STARVED_INTERVALS: u32 = 3;
+
 /// How a canary broke its bounds.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Breach {
@@ -229,7 +233,33 @@ impl CanaryDriver {
             }
         }
         let (_, seen_at) = self.seen?;
-        if now.saturating_duration_since(seen_at) < Duration::from_millis(policy.interval_ms) {
+        let interval = Duration::from_millis(policy.interval_ms);
+        let since = now.saturating_duration_since(seen_at);
+        if share > 0
+            && old.has_evidence()
+            && !new.has_evidence()
+            && since >= interval * STARVED_INTERVALS
+        {
+            // Callers route around the canary (ejected, crashed, unready): a canary that
+            // cannot be measured cannot be promoted, and one its callers avoid is failing.
+            return Some(step(
+                service,
+                format!(
+                    "canary {} at {share}% has served {:.1} req/s for {} while baseline {} \
+                     serves {:.1} req/s: callers route around it; rolled back to 0%",
+                    policy.canary,
+                    new.requests_per_sec,
+                    humantime::format_duration(interval * STARVED_INTERVALS),
+                    policy.baseline,
+                    old.requests_per_sec
+                ),
+                evidence,
+                0,
+                CanaryPhase::RolledBack,
+                proposer,
+            ));
+        }
+        if since < interval {
             return None;
         }
         if new.ready == 0 || (share > 0 && !(new.has_evidence() && old.has_evidence())) {

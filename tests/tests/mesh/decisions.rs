@@ -24,63 +24,96 @@ async fn committed_weight(agent: &RunningAgent, node: &str) -> u64 {
         .unwrap_or(1000)
 }
 
+/// Three voters hosting `api` (with the given versions) and a caller that only learns from
+/// gossip, with `extra` added to every voter's config.
+struct Cell {
+    servers: Vec<RunningAgent>,
+    backends: Vec<Backend>,
+    caller: RunningAgent,
+    _mesh: Mesh,
+}
+
+impl Cell {
+    async fn start(versions: [&str; 3], extra: &str) -> Self {
+        let mesh = Mesh::new();
+        let mut backends = Vec::new();
+        let mut servers: Vec<RunningAgent> = Vec::new();
+        for (i, version) in versions.iter().enumerate() {
+            let backend = Backend::start(&format!("b{i}")).await;
+            let seeds = match servers.first() {
+                Some(first) => format!("seeds = [\"{}\"]\n", first.quic_addr),
+                None => String::new(),
+            };
+            let node = format!("srv-{i}");
+            let top = format!(
+                "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{seeds}",
+                mesh.path().join(format!("{node}-data")).display()
+            );
+            let config = format!(
+                "[gossip]\ninterval = \"100ms\"\n[consensus]\nbootstrap_expect = 3\n\
+                 weights_window = \"2s\"\n[[service]]\nname = \"api\"\naddress = \"{}\"\n\
+                 protocol = \"http\"\nversion = \"{version}\"\n{extra}\n",
+                backend.addr
+            );
+            let path = mesh.config(&node, &mesh.node(&node), &top, &config);
+            servers.push(plexus_tests::start(&path).await);
+            backends.push(backend);
+        }
+        let top = format!(
+            "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nseeds = [\"{}\"]\n",
+            servers[0].quic_addr
+        );
+        let upstream = "[gossip]\ninterval = \"100ms\"\n[[upstream]]\nservice = \"api\"\n\
+                        listen = \"127.0.0.1:0\"\nprotocol = \"http\"\n";
+        let caller =
+            plexus_tests::start(&mesh.config("caller", &mesh.node("caller"), &top, upstream)).await;
+        Self {
+            servers,
+            backends,
+            caller,
+            _mesh: mesh,
+        }
+    }
+
+    fn everyone(&self) -> impl Iterator<Item = &RunningAgent> {
+        self.servers.iter().chain([&self.caller])
+    }
+
+    /// Bounded load through the caller: 4 clients, each at most 100 requests per second, for
+    /// at most 60 s, until the returned flag is set.
+    fn load(&self) -> (Arc<AtomicBool>, tokio::task::JoinSet<()>) {
+        let app = self.caller.upstream_addr("api").unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut load = tokio::task::JoinSet::new();
+        for _ in 0..4 {
+            let stop = stop.clone();
+            load.spawn(async move {
+                let mut client = Client::h1(app).await;
+                for _ in 0..6_000 {
+                    if stop.load(Ordering::Relaxed) {
+                        break;
+                    }
+                    let _ = client.get("/work").await;
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+        }
+        (stop, load)
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_slow_endpoint_loses_weight_mesh_wide_without_oscillating() {
-    let mesh = Mesh::new();
-    let mut backends = Vec::new();
-    let mut servers: Vec<RunningAgent> = Vec::new();
-    for i in 0..3 {
-        let backend = Backend::start(&format!("b{i}")).await;
-        let seeds = match servers.first() {
-            Some(first) => format!("seeds = [\"{}\"]\n", first.quic_addr),
-            None => String::new(),
-        };
-        let node = format!("srv-{i}");
-        let top = format!(
-            "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"{}\"\n{seeds}",
-            mesh.path().join(format!("{node}-data")).display()
-        );
-        let extra = format!(
-            "[gossip]\ninterval = \"100ms\"\n[consensus]\nbootstrap_expect = 3\n\
-             weights_window = \"2s\"\n[[service]]\nname = \"api\"\naddress = \"{}\"\n\
-             protocol = \"http\"\n",
-            backend.addr
-        );
-        let path = mesh.config(&node, &mesh.node(&node), &top, &extra);
-        servers.push(plexus_tests::start(&path).await);
-        backends.push(backend);
-    }
-    let top = format!(
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nseeds = [\"{}\"]\n",
-        servers[0].quic_addr
-    );
-    let extra = "[gossip]\ninterval = \"100ms\"\n[[upstream]]\nservice = \"api\"\n\
-                 listen = \"127.0.0.1:0\"\nprotocol = \"http\"\n";
-    let caller =
-        plexus_tests::start(&mesh.config("caller", &mesh.node("caller"), &top, extra)).await;
-    backends[2].behaviour.set_delay(Duration::from_millis(20));
-
-    // Bounded open load: 4 clients, each at most 100 requests per second, for at most 60 s.
-    let app = caller.upstream_addr("api").unwrap();
-    let stop = Arc::new(AtomicBool::new(false));
-    let mut load = tokio::task::JoinSet::new();
-    for _ in 0..4 {
-        let stop = stop.clone();
-        load.spawn(async move {
-            let mut client = Client::h1(app).await;
-            for _ in 0..6_000 {
-                if stop.load(Ordering::Relaxed) {
-                    break;
-                }
-                let _ = client.get("/work").await;
-                tokio::time::sleep(Duration::from_millis(10)).await;
-            }
-        });
-    }
+    let cell = Cell::start(["v1", "v1", "v1"], "").await;
+    cell.backends[2]
+        .behaviour
+        .set_delay(Duration::from_millis(20));
+    let (stop, mut load) = cell.load();
+    let (servers, caller) = (&cell.servers, &cell.caller);
 
     let slow = "srv-2";
     let everywhere = eventually(Duration::from_secs(45), async || {
-        for agent in servers.iter().chain([&caller]) {
+        for agent in cell.everyone() {
             if committed_weight(agent, slow).await >= 1000 {
                 return false;
             }
@@ -136,4 +169,113 @@ async fn a_slow_endpoint_loses_weight_mesh_wide_without_oscillating() {
         .collect();
     let reversals = directions.windows(2).filter(|d| d[0] != d[1]).count();
     assert!(reversals <= 2, "weights oscillated: {weights:?}");
+}
+
+/// The committed canary of `api` on one agent: (share, phase).
+async fn canary(agent: &RunningAgent) -> Option<(u64, String)> {
+    let d = json(agent, "/v1/decisions").await;
+    let canary = &d["state"]["services"]["api"]["canary"];
+    Some((
+        canary["share_percent"].as_u64()?,
+        canary["phase"].as_str()?.to_owned(),
+    ))
+}
+
+const CANARY: &str = "[[canary]]\nservice = \"api\"\nbaseline = \"v1\"\ncanary = \"v2\"\n\
+                      step_percent = 50\ninterval = \"1s\"\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_good_canary_is_promoted_and_takes_all_traffic() {
+    let cell = Cell::start(["v1", "v1", "v2"], CANARY).await;
+    let (stop, mut load) = cell.load();
+    let promoted = eventually(Duration::from_secs(45), async || {
+        for agent in cell.everyone() {
+            if canary(agent).await != Some((100, "Promoted".into())) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    let routes = json(&cell.caller, "/v1/routes").await;
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        promoted,
+        "not promoted everywhere: {:?}",
+        canary(&cell.servers[0]).await
+    );
+    assert_eq!(
+        routes["upstreams"][0]["canary_share_percent"], 100,
+        "{routes:#}"
+    );
+    // Promotion took steps: start, 50 %, 100 %.
+    let log = json(&cell.servers[0], "/v1/decisions").await;
+    let steps: Vec<&Value> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "canary_step")
+        .collect();
+    assert!(steps.len() >= 2, "{log:#}");
+    let hits_before = cell.backends[0].behaviour.hits() + cell.backends[1].behaviour.hits();
+    let mut client = Client::h1(cell.caller.upstream_addr("api").unwrap()).await;
+    for _ in 0..50 {
+        let answer = client.get("/work").await.unwrap();
+        assert_eq!(
+            answer.backend(),
+            Some("b2"),
+            "a promoted canary takes every request"
+        );
+    }
+    let hits_after = cell.backends[0].behaviour.hits() + cell.backends[1].behaviour.hits();
+    assert_eq!(hits_before, hits_after);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_bad_canary_is_rolled_back_to_zero() {
+    let cell = Cell::start(["v1", "v1", "v2"], CANARY).await;
+    cell.backends[2].behaviour.set_status(500);
+    let (stop, mut load) = cell.load();
+    let rolled_back = eventually(Duration::from_secs(45), async || {
+        for agent in cell.everyone() {
+            if canary(agent).await != Some((0, "RolledBack".into())) {
+                return false;
+            }
+        }
+        true
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        rolled_back,
+        "not rolled back: {:?}",
+        canary(&cell.servers[0]).await
+    );
+    let log = json(&cell.servers[0], "/v1/decisions").await;
+    let rollback = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .rev()
+        .find(|e| e["kind"] == "canary_step")
+        .cloned()
+        .unwrap();
+    let evidence = rollback["decision"]["evidence"].as_array().unwrap();
+    assert!(
+        !evidence.is_empty(),
+        "a rollback carries its evidence: {rollback:#}"
+    );
+    let hits = cell.backends[2].behaviour.hits();
+    let mut client = Client::h1(cell.caller.upstream_addr("api").unwrap()).await;
+    for _ in 0..30 {
+        let answer = client.get("/work").await.unwrap();
+        assert_ne!(
+            answer.backend(),
+            Some("b2"),
+            "a rolled-back canary gets no traffic"
+        );
+    }
+    assert_eq!(cell.backends[2].behaviour.hits(), hits);
 }

@@ -206,15 +206,30 @@ fn no_step_without_evidence() {
         e
     });
     assert_eq!(decisions.len(), 1, "the start only: {decisions:?}");
-    // At 25 % the canary gets no requests (callers not updated yet): no further step, and no
-    // rollback either.
+    // At 25 % the canary gets almost no requests (callers route around it): no further step,
+    // and after STARVED_INTERVALS intervals without evidence, a rollback.
     let decisions = run(&mut CanaryDriver::new(), &mut Log::default(), 50, |_, c| {
         let mut e = endpoints(c);
         e[2].requests_per_sec = 0.5;
         e[2].errors_per_sec = 0.5;
         e
     });
-    assert_eq!(steps(&decisions), [(25, CanaryPhase::Progressing)]);
+    assert_eq!(
+        steps(&decisions),
+        [(25, CanaryPhase::Progressing), (0, CanaryPhase::RolledBack)]
+    );
+    let stepped = decisions[1].0;
+    let rolled = decisions[2].0;
+    let waited = TICK * (rolled - stepped) as u32;
+    assert!(
+        waited >= Duration::from_millis(policy().interval_ms) * STARVED_INTERVALS,
+        "rolled back after {waited:?}"
+    );
+    assert!(
+        decisions[2].1.reason.contains("route around"),
+        "{}",
+        decisions[2].1.reason
+    );
 }
 
 #[test]
