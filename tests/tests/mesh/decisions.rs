@@ -121,7 +121,7 @@ async fn a_slow_endpoint_loses_weight_mesh_wide_without_oscillating() {
         true
     })
     .await;
-    let routes = json(&caller, "/v1/routes").await;
+    let routes = json(caller, "/v1/routes").await;
     stop.store(true, Ordering::Relaxed);
     while load.join_next().await.is_some() {}
     assert!(
