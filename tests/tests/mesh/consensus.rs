@@ -122,7 +122,7 @@ impl Cell {
             .collect()
     }
 
-    /// Waits until every running voter has committed the same last entry and agrees with the
+    /// Waits until every running voter (non-voters hold no log) has committed the same last entry and agrees with the
     /// others on every entry they both still hold (a voter that caught up by snapshot holds
     /// none before it), and returns the longest log.
     async fn identical_logs(&self, limit: Duration) -> Vec<(u64, u64, String)> {
@@ -130,7 +130,16 @@ impl Cell {
         let same = eventually(limit, async || {
             let mut logs = Vec::new();
             for i in self.running() {
-                logs.push(self.log(i).await);
+                let voter = self
+                    .decisions(i)
+                    .await
+                    .is_some_and(|d| d["status"]["role"] == "voter");
+                if voter {
+                    logs.push(self.log(i).await);
+                }
+            }
+            if logs.is_empty() {
+                return false;
             }
             seen = logs.clone();
             let Some(last) = logs[0].last().cloned() else {
@@ -212,4 +221,54 @@ async fn five_voters_keep_one_log_through_kill_9_of_each_in_turn() {
         extends(&now, &log);
         log = now;
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_dead_voter_is_replaced_by_a_healthy_non_voter() {
+    let mut cell = Cell::start(4, 3).await;
+    cell.wait_for_leader(PATIENCE).await;
+    let before = cell.identical_logs(PATIENCE).await;
+    let voters = |d: &Value| -> Vec<String> {
+        let mut v: Vec<String> = d["status"]["voters"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter_map(|v| v.as_str().map(str::to_owned))
+            .collect();
+        v.sort();
+        v
+    };
+    let first = voters(&cell.decisions(0).await.unwrap());
+    assert_eq!(first.len(), 3, "{first:?}");
+    let spare = (0..4).find(|i| !first.contains(&format!("v{i}"))).unwrap();
+    // Kill a voter that is not the leader, for good (dead_voter_after is 3 s here).
+    let leader = cell.agreed_leader().await.unwrap();
+    let victim = first.iter().find(|v| **v != leader).unwrap().clone();
+    cell.kill(index_of(&victim));
+    let mut now = Vec::new();
+    let replaced = eventually(Duration::from_secs(40), async || {
+        let Some(d) = cell.decisions(index_of(&leader)).await else {
+            return false;
+        };
+        now = voters(&d);
+        now.len() == 3 && !now.contains(&victim) && now.contains(&format!("v{spare}"))
+    })
+    .await;
+    assert!(
+        replaced,
+        "voters now {now:?}, {victim} killed, v{spare} spare"
+    );
+    let after = cell.identical_logs(PATIENCE).await;
+    extends(&after, &before);
+    // The membership steps are decisions with reasons in the log.
+    let log = cell.decisions(index_of(&leader)).await.unwrap();
+    let reasons: Vec<&str> = log["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["kind"] == "membership")
+        .filter_map(|e| e["decision"]["reason"].as_str())
+        .collect();
+    assert_eq!(reasons.len(), 3, "learner, promote, remove: {reasons:?}");
+    assert!(reasons[2].contains(&victim), "{reasons:?}");
 }
