@@ -114,6 +114,14 @@ pub enum CtlCommand {
     /// Per upstream: endpoints with EWMA latency, in-flight, weight, ejection state, and the
     /// retry budget; per hosted service: the adaptive concurrency limit and shed count.
     Routes,
+    /// The decision log: role, term, leader and voters, then the committed decisions with
+    /// their reasons.
+    Decisions,
+    /// One service's canary release: policy, share, phase and its committed steps.
+    Canary {
+        /// The service being released.
+        service: String,
+    },
     /// The dependency map: which service calls which, with request and error rates.
     Graph {
         /// Output format (ignored with --json).
@@ -258,6 +266,10 @@ fn run(command: Command) -> Result<(), Failure> {
                     CtlCommand::Peers => crate::ctl::print_peers(admin, json).await,
                     CtlCommand::Services => crate::ctl::print_services(admin, json).await,
                     CtlCommand::Routes => crate::ctl::print_routes(admin, json).await,
+                    CtlCommand::Decisions => crate::ctl::print_decisions(admin, json).await,
+                    CtlCommand::Canary { service } => {
+                        crate::ctl::print_canary(admin, json, &service).await
+                    }
                     CtlCommand::Graph { format } => {
                         crate::ctl::print_graph(admin, json, format).await
                     }

@@ -108,8 +108,10 @@ pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
     Ok(())
 }
 
+mod decisions;
 mod mesh;
 mod routes;
+pub use decisions::{canary_table, decisions_table};
 pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
 pub use routes::routes_table;
 
@@ -158,6 +160,32 @@ pub async fn print_graph(admin: SocketAddr, json: bool, format: GraphFormat) -> 
 }
 
 /// `plexus ctl routes`.
+/// `plexus ctl decisions`.
+pub async fn print_decisions(admin: SocketAddr, json: bool) -> Result<(), String> {
+    let (body, value) = get_json(admin, "/v1/decisions").await?;
+    if json {
+        print!("{body}");
+    } else {
+        print!("{}", decisions_table(&value));
+    }
+    Ok(())
+}
+
+/// `plexus ctl canary SERVICE`.
+pub async fn print_canary(admin: SocketAddr, json: bool, service: &str) -> Result<(), String> {
+    let (_, value) = get_json(admin, "/v1/decisions").await?;
+    if json {
+        let canary = &value["state"]["services"][service]["canary"];
+        println!(
+            "{}",
+            serde_json::to_string_pretty(canary).unwrap_or_default()
+        );
+    } else {
+        print!("{}", canary_table(&value, service)?);
+    }
+    Ok(())
+}
+
 pub async fn print_routes(admin: SocketAddr, json: bool) -> Result<(), String> {
     let (body, value) = get_json(admin, "/v1/routes").await?;
     if json {
