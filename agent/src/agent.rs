@@ -31,6 +31,8 @@ use crate::transport::{self, PeerConnection, PeerPool, TransportError};
 
 /// How long shutdown waits for peers to acknowledge the close of their connections.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a leaving leader waits for another voter to take over.
+const HAND_OVER_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown spends telling peers this node is leaving.
 const LEAVE_GRACE: Duration = Duration::from_secs(1);
 
@@ -61,6 +63,8 @@ pub struct RunningAgent {
     /// The bound listener of each `[[upstream]]`, in config order.
     pub upstream_addrs: Vec<(ServiceName, SocketAddr)>,
     pub telemetry: Telemetry,
+    /// The agent's handle on the decision log.
+    pub consensus: Consensus,
     shutdown: watch::Sender<bool>,
     endpoint: Endpoint,
     gossip: Gossip,
@@ -286,6 +290,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         "agent ready"
     );
     Ok(RunningAgent {
+        consensus: state.consensus.clone(),
         node_id: config.node_id,
         quic_addr,
         admin_addr,
@@ -339,9 +344,11 @@ impl RunningAgent {
         self.gossip.view()
     }
 
-    /// Announces a graceful leave to peers, stops accepting work, closes peer connections
+    /// Hands leadership of the decision log over (when leading), announces a graceful leave
+    /// to peers, stops accepting work, closes peer connections
     /// (telling peers), and ends every task.
     pub async fn shutdown(mut self) {
+        self.consensus.hand_over(HAND_OVER_GRACE).await;
         self.gossip.leave(LEAVE_GRACE).await;
         let _ = self.shutdown.send(true);
         self.gossip.shutdown().await;

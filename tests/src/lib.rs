@@ -309,6 +309,21 @@ impl AgentProcess {
         agent
     }
 
+    /// SIGTERM, then waits (at most 15 s) for the agent to exit on its own.
+    pub fn terminate(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = std::time::Instant::now() + Duration::from_secs(15);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+    }
+
     /// kill -9: no goodbye to peers.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

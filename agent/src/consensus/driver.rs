@@ -150,10 +150,7 @@ pub(super) fn spawn(
                 Some(envelope) = inbox.recv() => driver.step(envelope),
                 Some(command) = commands.recv() => driver.command(command),
                 Some(report) = undelivered.recv() => driver.undelivered(report),
-                _ = shutdown.changed() => {
-                    driver.hand_over();
-                    return;
-                }
+                _ = shutdown.changed() => return,
             }
             if let Err(error) = driver.on_ready() {
                 // A log that cannot be written must not vote or lead: stop here and keep the
@@ -262,6 +259,7 @@ impl Driver {
                         .increment(1);
                 }
             }
+            Command::HandOver => self.hand_over(),
         }
     }
 
@@ -273,7 +271,8 @@ impl Driver {
         }
     }
 
-    /// Before a graceful exit, a leader hands leadership to the most caught-up voter.
+    /// Before a graceful exit, a leader hands leadership to the most caught-up voter (the
+    /// transfer's messages go out with the next `Ready`).
     fn hand_over(&mut self) {
         let Some(raw) = self.raw.as_mut() else { return };
         if raw.raft.state != StateRole::Leader {
@@ -289,7 +288,6 @@ impl Driver {
         if let Some(successor) = successor {
             tracing::info!(successor, "leaving: handing leadership over");
             raw.transfer_leader(successor);
-            let _ = self.on_ready();
         }
     }
 

@@ -15,7 +15,7 @@ pub struct Candidate {
     pub healthy: bool,
     /// How long gossip has held it dead or left (zero when alive).
     pub down_for: Duration,
-    /// Left on purpose (a graceful leave is replaced without waiting).
+    /// Left on purpose (reported; replaced like a dead voter, after `dead_after`).
     pub left: bool,
 }
 
@@ -72,15 +72,15 @@ pub enum Step {
 }
 
 /// The next membership step, if any. A voter is replaced once it has been down for
-/// `dead_after` (at once when it left on purpose); the replacement is the healthy non-voter in
+/// `dead_after`, whether it crashed or left on purpose (a voter stopped for a restart must not
+/// lose its seat, as Consul servers do not leave on terminate); the replacement is the healthy non-voter in
 /// the zone with the fewest voters, lowest node ID first.
 pub fn plan_step(group: &Group, members: &[Candidate], dead_after: Duration) -> Option<Step> {
     if group.pending {
         return None;
     }
     let member = |id: &str| members.iter().find(|m| m.node_id == id);
-    let gone =
-        |id: &str| member(id).is_none_or(|m| !m.healthy && (m.left || m.down_for >= dead_after));
+    let gone = |id: &str| member(id).is_none_or(|m| !m.healthy && m.down_for >= dead_after);
     if let Some(node) = group.learners.iter().find(|l| group.caught_up.contains(l)) {
         return Some(Step::Promote { node: node.clone() });
     }

@@ -114,6 +114,8 @@ pub enum ProposeError {
 
 pub(crate) enum Command {
     Propose(Decision),
+    /// Transfer leadership to the most caught-up voter (before a graceful exit).
+    HandOver,
 }
 
 /// The agent's handle on the decision log.
@@ -189,6 +191,19 @@ impl Consensus {
                 mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
                 mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,
             })
+    }
+
+    /// Before a graceful exit: a leader hands leadership to the most caught-up voter and waits,
+    /// at most `limit`, until it no longer leads.
+    pub async fn hand_over(&self, limit: Duration) {
+        if !self.status.borrow().is_leader {
+            return;
+        }
+        if self.commands.send(Command::HandOver).await.is_err() {
+            return;
+        }
+        let mut status = self.status.clone();
+        let _ = tokio::time::timeout(limit, status.wait_for(|s| !s.is_leader)).await;
     }
 
     /// The committed tail of the log, oldest first, at most `max` entries.

@@ -208,6 +208,22 @@ async fn three_voters_elect_a_leader_and_another_after_kill_9() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_leader_stopped_gracefully_hands_over_first() {
+    let mut cell = Cell::start(3, 3).await;
+    let leader = cell.wait_for_leader(PATIENCE).await;
+    let before = cell.identical_logs(PATIENCE).await;
+    let i = index_of(&leader);
+    if let Some(mut agent) = cell.agents[i].take() {
+        agent.terminate();
+    }
+    // Handed over before it exited: the others agree on a successor at once, well inside
+    // the 500 ms election timeout an election after a crash would need.
+    let next = cell.wait_for_leader(Duration::from_millis(300)).await;
+    assert_ne!(next, leader);
+    extends(&cell.identical_logs(PATIENCE).await, &before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn five_voters_keep_one_log_through_kill_9_of_each_in_turn() {
     let mut cell = Cell::start(5, 5).await;
     cell.wait_for_leader(PATIENCE).await;

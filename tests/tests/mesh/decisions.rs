@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use plexus_agent::RunningAgent;
 use plexus_tests::http::{Backend, Client};
-use plexus_tests::{admin_get, eventually, Mesh};
+use plexus_tests::{admin_get, eventually, run_plexus, Mesh};
 use serde_json::Value;
 
 async fn json(agent: &RunningAgent, path: &str) -> Value {
@@ -28,6 +28,7 @@ async fn committed_weight(agent: &RunningAgent, node: &str) -> u64 {
 /// gossip, with `extra` added to every voter's config.
 struct Cell {
     servers: Vec<RunningAgent>,
+    configs: Vec<std::path::PathBuf>,
     backends: Vec<Backend>,
     caller: RunningAgent,
     _mesh: Mesh,
@@ -38,6 +39,7 @@ impl Cell {
         let mesh = Mesh::new();
         let mut backends = Vec::new();
         let mut servers: Vec<RunningAgent> = Vec::new();
+        let mut configs = Vec::new();
         for (i, version) in versions.iter().enumerate() {
             let backend = Backend::start(&format!("b{i}")).await;
             let seeds = match servers.first() {
@@ -57,6 +59,7 @@ impl Cell {
             );
             let path = mesh.config(&node, &mesh.node(&node), &top, &config);
             servers.push(plexus_tests::start(&path).await);
+            configs.push(path);
             backends.push(backend);
         }
         let top = format!(
@@ -69,6 +72,7 @@ impl Cell {
             plexus_tests::start(&mesh.config("caller", &mesh.node("caller"), &top, upstream)).await;
         Self {
             servers,
+            configs,
             backends,
             caller,
             _mesh: mesh,
@@ -230,6 +234,31 @@ async fn a_good_canary_is_promoted_and_takes_all_traffic() {
     }
     let hits_after = cell.backends[0].behaviour.hits() + cell.backends[1].behaviour.hits();
     assert_eq!(hits_before, hits_after);
+
+    let admin = cell.servers[0].admin_addr.to_string();
+    let (code, out, err) = run_plexus(&["ctl", "--admin", &admin, "canary", "api"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(
+        out.contains("share 100%") && out.contains("Promoted"),
+        "{out}"
+    );
+    let (code, out, err) = run_plexus(&["ctl", "--admin", &admin, "decisions"]);
+    assert_eq!(code, 0, "{err}");
+    assert!(out.contains("canary_step"), "{out}");
+
+    // Fail static: a voter restarted alone (no quorum) serves the last committed state at once.
+    let Cell {
+        servers, configs, ..
+    } = cell;
+    for server in servers {
+        server.shutdown().await;
+    }
+    let alone = plexus_tests::start(&configs[0]).await;
+    assert_eq!(canary(&alone).await, Some((100, "Promoted".into())));
+    let status = json(&alone, "/v1/decisions").await["status"].clone();
+    assert_eq!(status["role"], "voter", "{status}");
+    assert!(status["leader"].is_null(), "no quorum, no leader: {status}");
+    alone.shutdown().await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
