@@ -217,6 +217,28 @@ impl Driver {
     }
 
     fn step(&mut self, envelope: RaftEnvelope) {
+        if envelope.message.to != self.id {
+            return;
+        }
+        let from = envelope.message.from;
+        let conf = &self.conf;
+        let members = [
+            &conf.voters,
+            &conf.learners,
+            &conf.voters_outgoing,
+            &conf.learners_next,
+        ];
+        if self.raw.is_some()
+            && !conf.voters.is_empty()
+            && !members.iter().any(|ids| ids.contains(&from))
+        {
+            // A certified agent that is not in the group has nothing to say to it (a stray
+            // group, or a removed voter that has not noticed): it must not disturb the term.
+            self.telemetry
+                .counter(names::RAFT_MESSAGES_DROPPED, &[("reason", "not_a_member")])
+                .increment(1);
+            return;
+        }
         let sender = envelope.sender.to_string();
         self.peers
             .entry(envelope.message.from)
@@ -236,9 +258,6 @@ impl Driver {
             }
         }
         let Some(raw) = self.raw.as_mut() else { return };
-        if envelope.message.to != self.id {
-            return;
-        }
         if let Err(error) = raw.step(from_wire(envelope.message)) {
             tracing::debug!(%error, "raft message not taken");
         }
