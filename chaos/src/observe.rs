@@ -8,6 +8,8 @@ use std::time::Duration;
 
 use crate::record::{CounterReading, Event, EventKind, Observation};
 
+pub mod decisions;
+
 /// Counters read from every agent's `/metrics` (sums over all label sets).
 pub const COUNTERS: [&str; 3] = [
     "plexus_handshake_failures_total",

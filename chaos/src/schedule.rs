@@ -1,5 +1,18 @@
 //! The fault schedule: the scenario's faults with their role targets resolved by the seed and
 //! their times made absolute. Pure: the same scenario and seed always give the same plan.
+//!
+//! Seed determinism:
+//! - Targets the topology decides (`one`, `minority`, `majority`, `node:`, `zone:`, ...) are
+//!   drawn at planning time from one generator seeded with the seed, fault after fault in
+//!   file order: the same seed picks the same nodes.
+//! - Targets the agents decide when the scenario has `[consensus]` (`leader`, `voter`,
+//!   `non-voter`, `voter-minority`, `voter-majority`: the agents elect the leader and choose
+//!   the voters themselves) cannot be known before the run. Such a fault is planned with its
+//!   targets [`Pending`] and resolved when it starts, from what the agents report then
+//!   ([`Roles`]). Its draws (which voters form the minority, say) come from a generator of its
+//!   own, seeded with the seed and the fault's number, so they neither consume nor shift the
+//!   other faults' draws: the same seed and the same reported roles pick the same nodes.
+//!   The roles themselves (who won an election) are the agents' doing, not the seed's.
 
 use std::time::Duration;
 
@@ -23,17 +36,92 @@ pub struct PlannedFault {
     /// When it heals (equal to `start` for instant faults such as `restart`).
     pub end: Duration,
     pub label: String,
+    /// Targets (or network peers) the agents decide, resolved when the fault starts.
+    pub pending: Option<Pending>,
+}
+
+/// What a fault aims at that only the agents know before it starts.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Pending {
+    /// `None`: `targets` is already resolved.
+    pub target: Option<Target>,
+    /// Network faults: the other end, resolved after the target (it excludes it).
+    pub peer: Option<Target>,
+    /// Seeds this fault's own draws.
+    pub seed: u64,
+}
+
+/// The consensus roles the agents report when a fault starts.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Roles {
+    pub leader: Option<String>,
+    pub voters: Vec<String>,
+}
+
+impl PlannedFault {
+    /// Resolves pending targets from `roles`; an error when a role names nobody (no leader
+    /// known, say), in which case the fault must not be applied.
+    pub fn resolve(&mut self, scenario: &Scenario, roles: &Roles) -> Result<(), String> {
+        let Some(pending) = self.pending.take() else {
+            return Ok(());
+        };
+        let mut rng = SmallRng::seed_from_u64(pending.seed);
+        if let Some(target) = &pending.target {
+            self.targets = resolve_with(scenario, target, Some(roles), &[], &mut rng);
+            if self.targets.is_empty() {
+                return Err(format!(
+                    "target `{target}` names no node (the agents report leader {:?}, voters [{}])",
+                    roles.leader,
+                    roles.voters.join(", ")
+                ));
+            }
+        }
+        if let Some(peer) = &pending.peer {
+            let peers = resolve_with(scenario, peer, Some(roles), &self.targets, &mut rng);
+            self.peers = peers
+                .into_iter()
+                .filter(|p| !self.targets.contains(p))
+                .collect();
+        }
+        self.label = label(
+            &self.kind,
+            &self.targets,
+            &self.peers,
+            &scenario.topology.names(),
+        );
+        Ok(())
+    }
 }
 
 /// Resolves every fault of `scenario` with `seed`.
 pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
     let mut rng = SmallRng::seed_from_u64(seed);
     let nodes = scenario.topology.names();
+    let consensus = scenario.consensus.is_some();
     let mut out = Vec::new();
     let mut phase_start = Duration::ZERO;
+    let mut number = 0u64;
     for (index, phase) in scenario.phases.iter().enumerate() {
         for fault in &phase.faults {
-            let targets = resolve(scenario, &fault.target, &[], &mut rng);
+            number += 1;
+            let later = fault.target.asks_agents(consensus);
+            let peer_later = match &fault.kind {
+                FaultKind::Network { peer, .. } => later || peer.asks_agents(consensus),
+                _ => false,
+            };
+            let pending = (later || peer_later).then(|| Pending {
+                target: later.then(|| fault.target.clone()),
+                peer: match &fault.kind {
+                    FaultKind::Network { peer, .. } if peer_later => Some(peer.clone()),
+                    _ => None,
+                },
+                seed: seed ^ number.wrapping_mul(0x9E37_79B9_7F4A_7C15),
+            });
+            let targets = if later {
+                Vec::new()
+            } else {
+                resolve(scenario, &fault.target, &[], &mut rng)
+            };
             let start = phase_start + fault.at;
             let end = phase_start + fault.lasts.map_or(phase.duration, |d| fault.at + d);
             match &fault.kind {
@@ -52,21 +140,26 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
                             start: at,
                             end: at,
                             label: format!("rolling restart: {node}"),
+                            pending: None,
                         });
                     }
                 }
                 FaultKind::Restart => out.push(PlannedFault {
                     phase: index,
                     kind: fault.kind.clone(),
-                    label: format!("restart {}", targets.join(", ")),
+                    label: match &pending {
+                        Some(_) => format!("restart {} (when it starts)", fault.target),
+                        None => format!("restart {}", targets.join(", ")),
+                    },
                     targets,
                     peers: Vec::new(),
                     start,
                     end: start,
+                    pending,
                 }),
                 kind => {
                     let peers = match kind {
-                        FaultKind::Network { peer, .. } => {
+                        FaultKind::Network { peer, .. } if !peer_later => {
                             let peers = resolve(scenario, peer, &targets, &mut rng);
                             peers.into_iter().filter(|p| !targets.contains(p)).collect()
                         }
@@ -75,11 +168,19 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
                     out.push(PlannedFault {
                         phase: index,
                         kind: kind.clone(),
-                        label: label(kind, &targets, &peers, &nodes),
+                        label: match &pending {
+                            Some(_) => format!(
+                                "{} {} (resolved when it starts)",
+                                kind.name(),
+                                fault.target
+                            ),
+                            None => label(kind, &targets, &peers, &nodes),
+                        },
                         targets,
                         peers,
                         start,
                         end,
+                        pending,
                     });
                 }
             }
@@ -89,21 +190,66 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
     out
 }
 
-/// The nodes `target` names; role targets are drawn with `rng`, avoiding the workload's
-/// sources where possible (killing the caller says little about the mesh).
+/// The nodes `target` names at planning time (see [`resolve_with`]).
 pub fn resolve(
     scenario: &Scenario,
     target: &Target,
     exclude: &[String],
     rng: &mut SmallRng,
 ) -> Vec<String> {
+    resolve_with(scenario, target, None, exclude, rng)
+}
+
+/// The nodes `target` names; role targets are drawn with `rng`, avoiding the workload's
+/// sources where possible (killing the caller says little about the mesh). Voter roles come
+/// from `roles` (what the agents report) when given, else from `topology.voters`; `leader`
+/// needs `roles`.
+pub fn resolve_with(
+    scenario: &Scenario,
+    target: &Target,
+    roles: Option<&Roles>,
+    exclude: &[String],
+    rng: &mut SmallRng,
+) -> Vec<String> {
     let topology = &scenario.topology;
     let all = topology.names();
     let n = all.len();
-    let sources = &scenario.workload.from;
+    let in_order = |mut nodes: Vec<String>| {
+        nodes.retain(|x| !exclude.contains(x));
+        nodes.sort_by_key(|x| all.iter().position(|a| a == x));
+        nodes
+    };
+    let voters = in_order(roles.map_or_else(|| topology.voters.clone(), |r| r.voters.clone()));
+    match target {
+        Target::Leader => {
+            return in_order(roles.and_then(|r| r.leader.clone()).into_iter().collect())
+        }
+        Target::Voter => return voters,
+        Target::NonVoter => {
+            return in_order(
+                all.iter()
+                    .filter(|x| !voters.contains(x))
+                    .cloned()
+                    .collect(),
+            )
+        }
+        Target::VoterMinority => {
+            return draw(
+                &voters,
+                ((voters.len().max(1) - 1) / 2).max(1),
+                scenario,
+                exclude,
+                rng,
+            )
+        }
+        Target::VoterMajority => {
+            return draw(&voters, voters.len() / 2 + 1, scenario, exclude, rng)
+        }
+        _ => {}
+    }
     let mut candidates: Vec<String> = all
         .iter()
-        .filter(|x| !sources.contains(x) && !exclude.contains(x))
+        .filter(|x| !scenario.workload.from.contains(x) && !exclude.contains(x))
         .cloned()
         .collect();
     if candidates.is_empty() {
@@ -134,11 +280,6 @@ pub fn resolve(
         Target::Minority => take(((n - 1) / 2).max(1), candidates),
         Target::Majority => take(n / 2 + 1, candidates),
         Target::All => all,
-        Target::Voter => topology.voters.clone(),
-        Target::NonVoter => all
-            .into_iter()
-            .filter(|x| !topology.voters.contains(x))
-            .collect(),
         Target::Node(name) => vec![name.clone()],
         Target::Zone(zone) => topology
             .nodes
@@ -147,9 +288,35 @@ pub fn resolve(
             .map(|x| x.name.clone())
             .collect(),
         Target::Rest => all.into_iter().filter(|x| !exclude.contains(x)).collect(),
-        // Validation refuses `leader` until consensus exists; `faulted` is for checks only.
-        Target::Leader | Target::Faulted => Vec::new(),
+        // Roles were answered above; `faulted` is for checks only.
+        _ => Vec::new(),
     }
+}
+
+/// `count` of `pool` (in topology order), drawn with `rng`, sparing the workload's sources
+/// unless too few others remain.
+fn draw(
+    pool: &[String],
+    count: usize,
+    scenario: &Scenario,
+    exclude: &[String],
+    rng: &mut SmallRng,
+) -> Vec<String> {
+    let all = scenario.topology.names();
+    let sources = &scenario.workload.from;
+    let usable: Vec<&String> = pool.iter().filter(|x| !exclude.contains(x)).collect();
+    let (mut spared, mut others): (Vec<&String>, Vec<&String>) =
+        usable.into_iter().partition(|x| !sources.contains(x));
+    spared.shuffle(rng);
+    others.shuffle(rng);
+    let mut picked: Vec<String> = spared
+        .into_iter()
+        .chain(others)
+        .take(count)
+        .cloned()
+        .collect();
+    picked.sort_by_key(|x| all.iter().position(|a| a == x));
+    picked
 }
 
 fn label(kind: &FaultKind, targets: &[String], peers: &[String], nodes: &[String]) -> String {
@@ -214,89 +381,4 @@ fn label(kind: &FaultKind, targets: &[String], peers: &[String], nodes: &[String
 }
 
 #[cfg(test)]
-mod tests {
-    use std::path::Path;
-
-    use super::*;
-
-    fn scenario(faults: &str) -> Scenario {
-        let text = format!(
-            r#"name = "t"
-purpose = "test"
-[topology]
-nodes = 5
-zones = ["a", "b"]
-voters = 3
-services = [{{ name = "echo" }}]
-[workload]
-rate = 10
-from = "node-1"
-service = "echo"
-[[phase]]
-name = "steady"
-duration = "2s"
-[[phase]]
-name = "fault"
-duration = "10s"
-faults = [{faults}]
-[[check]]
-kind = "success-rate"
-min = 0.9
-"#
-        );
-        Scenario::from_toml(Path::new("t.toml"), &text).unwrap()
-    }
-
-    #[test]
-    fn the_seed_fixes_the_targets() {
-        let s = scenario(r#"{ kind = "kill", target = "minority" }"#);
-        let a = plan(&s, 42);
-        assert_eq!(a, plan(&s, 42));
-        assert_eq!(a[0].targets.len(), 2);
-        assert!(
-            !a[0].targets.contains(&"node-1".to_owned()),
-            "the workload source is spared"
-        );
-        assert_eq!(
-            (a[0].start, a[0].end),
-            (Duration::from_secs(2), Duration::from_secs(12))
-        );
-        let differs = (0..20).any(|seed| plan(&s, seed)[0].targets != a[0].targets);
-        assert!(differs, "other seeds pick other nodes");
-    }
-
-    #[test]
-    fn roles_resolve() {
-        let s = scenario(
-            r#"{ kind = "stop", target = "majority" }, { kind = "stop", target = "voter" },
-               { kind = "stop", target = "zone:b" }, { kind = "partition", target = "node:node-2", for = "1s" }"#,
-        );
-        let p = plan(&s, 1);
-        assert_eq!(p[0].targets.len(), 3);
-        assert_eq!(p[1].targets, ["node-1", "node-2", "node-3"]);
-        assert_eq!(p[2].targets, ["node-2", "node-4"]);
-        assert_eq!(p[3].peers, ["node-1", "node-3", "node-4", "node-5"]);
-        assert_eq!(p[3].end, Duration::from_secs(3));
-        assert!(p[3].label.contains("the rest"), "{}", p[3].label);
-    }
-
-    #[test]
-    fn a_rolling_restart_fits_every_node_in_its_window() {
-        let s = scenario(r#"{ kind = "rolling-restart", target = "all", interval = "5s" }"#);
-        let starts: Vec<u64> = plan(&s, 1).iter().map(|f| f.start.as_secs()).collect();
-        assert_eq!(
-            starts,
-            [2, 4, 6, 8, 10],
-            "5 s would not fit five nodes in 10 s"
-        );
-    }
-
-    #[test]
-    fn a_rolling_restart_spaces_its_nodes() {
-        let s = scenario(r#"{ kind = "rolling-restart", target = "all", interval = "2s" }"#);
-        let p = plan(&s, 1);
-        let starts: Vec<u64> = p.iter().map(|f| f.start.as_secs()).collect();
-        assert_eq!(starts, [2, 4, 6, 8, 10]);
-        assert_eq!(p[4].targets, ["node-5"]);
-    }
-}
+mod tests;

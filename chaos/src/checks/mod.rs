@@ -11,7 +11,7 @@ mod consensus;
 
 use std::time::Duration;
 
-pub use consensus::{ConsensusEvidence, LogEntry, VoterLog};
+pub use consensus::{roles, AgentConsensus, ConsensusEvidence, ConsensusLook, LogEntry, VoterLog};
 
 use crate::record::{quantile, CheckResult, CheckStatus, EventKind, RunRecord, Verdict, Window};
 use crate::scenario::{Check, CheckKind, Mode, Scenario, Target};
@@ -106,7 +106,7 @@ pub fn evaluate(
         pass_percentage: 0.0,
         detail: String::new(),
     };
-    if let Some(evaluated) = consensus::evaluate(&check.kind, record, consensus, &mut result) {
+    if let Some(evaluated) = consensus::evaluate(check, record, consensus, &mut result) {
         result.pass_percentage = if evaluated { 100.0 } else { 0.0 };
         return result;
     }

@@ -9,7 +9,8 @@ use plexus_protocol::{NodeId, TrustDomain};
 use super::{options, Hosted, NodeProc, Wiring, LEAF_LIFETIME, OTHER_TRUST_DOMAIN, TRUST_DOMAIN};
 use crate::scenario::{CertFlaw, Protocol, Scenario};
 
-/// The agent's configuration, with the scenario's extra `[[service]]` and `[[upstream]]` keys.
+/// The agent's configuration, with the scenario's extra `[[service]]` and `[[upstream]]` keys,
+/// `[consensus]` and `[[canary]]` tables.
 #[allow(clippy::too_many_arguments)]
 pub(super) fn config_text(
     scenario: &Scenario,
@@ -64,6 +65,50 @@ pub(super) fn config_text(
     }
     if !gossip.is_empty() {
         top.insert("gossip".into(), Value::Table(gossip));
+    }
+    let ms = |d: std::time::Duration| s(&format!("{}ms", d.as_millis()));
+    if let Some(c) = &scenario.consensus {
+        let mut t = Table::new();
+        t.insert(
+            "bootstrap_expect".into(),
+            Value::Integer(c.bootstrap_expect as i64),
+        );
+        for (key, value) in [
+            ("election_timeout", c.election_timeout),
+            ("dead_voter_after", c.dead_voter_after),
+            ("weights_window", c.weights_window),
+        ] {
+            if let Some(d) = value {
+                t.insert(key.into(), ms(d));
+            }
+        }
+        top.insert("consensus".into(), Value::Table(t));
+    }
+    let canaries: Vec<Value> = scenario
+        .canaries
+        .iter()
+        .map(|c| {
+            let mut t = Table::new();
+            t.insert("service".into(), s(&c.service));
+            t.insert("baseline".into(), s(&c.baseline));
+            t.insert("canary".into(), s(&c.canary));
+            if let Some(step) = c.step_percent {
+                t.insert("step_percent".into(), Value::Integer(i64::from(step)));
+            }
+            if let Some(interval) = c.interval {
+                t.insert("interval".into(), ms(interval));
+            }
+            if let Some(e) = c.max_error_rate_increase {
+                t.insert("max_error_rate_increase".into(), Value::Float(e));
+            }
+            if let Some(l) = c.max_latency_ratio {
+                t.insert("max_latency_ratio".into(), Value::Float(l));
+            }
+            Value::Table(t)
+        })
+        .collect();
+    if !canaries.is_empty() {
+        top.insert("canary".into(), Value::Array(canaries));
     }
     let health_interval = format!("{}ms", scenario.agent.health_interval.as_millis());
     let services: Vec<Value> = (wiring.services)(name)
@@ -162,4 +207,86 @@ pub(super) fn bad_config(node: &NodeProc, ca: &Path, flaw: CertFlaw) -> Result<P
     let path = dir.join("plexus.toml");
     std::fs::write(&path, text).map_err(|e| e.to_string())?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::net::SocketAddr;
+    use std::path::Path;
+    use std::time::Duration;
+
+    use plexus_agent::config::AgentConfig;
+
+    use super::super::{Cluster, Hosted, Wiring};
+    use crate::scenario::{Protocol, Scenario};
+
+    #[test]
+    fn the_agent_accepts_the_consensus_and_canary_tables_written_for_it() {
+        let scenario = Scenario::from_toml(
+            Path::new("t.toml"),
+            r#"name = "t"
+purpose = "test"
+[topology]
+nodes = 3
+services = [{ name = "echo", versions = { "node-3" = "v2" } }]
+[consensus]
+bootstrap_expect = 3
+election_timeout = "500ms"
+dead_voter_after = "3s"
+weights_window = "2s"
+[[canary]]
+service = "echo"
+baseline = "v1"
+canary = "v2"
+step_percent = 25
+interval = "2s"
+max_latency_ratio = 2.0
+[workload]
+rate = 10
+service = "echo"
+[[phase]]
+name = "steady"
+duration = "1s"
+[[check]]
+kind = "success-rate"
+min = 0.9
+"#,
+        )
+        .unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let listen: Vec<(String, SocketAddr)> = scenario
+            .topology
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16))))
+            .collect();
+        let advertise = |_: &str| SocketAddr::from(([127, 0, 0, 1], 9));
+        let services = |node: &str| {
+            vec![Hosted {
+                service: "echo".into(),
+                protocol: Protocol::Http,
+                version: if node == "node-3" { "v2" } else { "v1" }.into(),
+                address: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            }]
+        };
+        let wiring = Wiring {
+            advertise: &advertise,
+            services: &services,
+        };
+        Cluster::prepare(&scenario, dir.path(), Path::new("plexus"), &listen, &wiring).unwrap();
+        let config = AgentConfig::load(&dir.path().join("node-1/plexus.toml"))
+            .unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.consensus.bootstrap_expect, Some(3));
+        assert_eq!(config.consensus.dead_voter_after, Duration::from_secs(3));
+        assert_eq!(config.consensus.weights_window, Duration::from_secs(2));
+        let (service, policy) = &config.canaries[0];
+        assert_eq!(service.as_str(), "echo");
+        assert_eq!(
+            (policy.baseline.as_str(), policy.canary.as_str()),
+            ("v1", "v2")
+        );
+        assert_eq!((policy.step_percent, policy.interval_ms), (25, 2000));
+        assert_eq!(policy.max_latency_ratio, 2.0);
+    }
 }

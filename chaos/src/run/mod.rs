@@ -11,6 +11,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio::time::Instant;
 
+mod consensus;
 mod faults;
 mod progress;
 mod watch;
@@ -20,12 +21,12 @@ use crate::checks;
 use crate::cluster::{reserve_udp, Cluster, Hosted, Variant, Wiring};
 use crate::record::{CounterReading, Event, EventKind, Observation, RunRecord, Verdict};
 use crate::relay::RelayMesh;
-use crate::scenario::{FaultKind, Scenario};
+use crate::scenario::{FaultKind, Scenario, Target};
 use crate::schedule;
 use crate::workload::{self, Samples};
 use faults::{apply, heal};
 use progress::{abort_check, last_second, planned, progress_line, snapshot};
-use watch::{consensus_evidence, warm_up, watch_agents};
+use watch::{warm_up, watch_agents};
 
 /// How a run is done.
 #[derive(Debug, Clone)]
@@ -51,7 +52,7 @@ pub async fn run(
     options: &RunOptions,
 ) -> Result<(RunRecord, Verdict), String> {
     let seed = options.seed.unwrap_or(scenario.seed);
-    let plan = schedule::plan(scenario, seed);
+    let mut plan = schedule::plan(scenario, seed);
     let temp = tempfile::Builder::new()
         .prefix("plexus-chaos-")
         .tempdir()
@@ -188,7 +189,13 @@ pub async fn run(
         samples.clone(),
     ));
     let seen = Arc::new(Mutex::new(Seen::default()));
-    let watcher = tokio::spawn(watch_agents(cluster.clone(), epoch, seen.clone(), stop_rx));
+    let watcher = tokio::spawn(watch_agents(
+        cluster.clone(),
+        epoch,
+        seen.clone(),
+        scenario.consensus.is_some(),
+        stop_rx,
+    ));
 
     // The schedule: phase starts, fault applications and heals, in time order.
     let mut actions: Vec<(Duration, Action)> = Vec::new();
@@ -207,6 +214,8 @@ pub async fn run(
     let end = scenario.length();
     let scheduled = planned(scenario, seed, &plan);
     let mut healed_at: BTreeMap<usize, Duration> = BTreeMap::new();
+    // Faults whose role target the agents did not name: never applied, so never healed.
+    let mut unresolved: std::collections::BTreeSet<usize> = Default::default();
     // When each fault was really applied (a rolling restart can hold the loop for seconds).
     let mut applied: BTreeMap<usize, Duration> = BTreeMap::new();
     let mut active = faults::Active::default();
@@ -259,14 +268,35 @@ pub async fn run(
                 }
                 Action::Apply(i) | Action::Heal(i) => {
                     let healing = matches!(action, Action::Heal(_));
+                    if healing && unresolved.contains(&i) {
+                        continue;
+                    }
+                    // A role target (the leader, the voters) is asked of the agents now.
+                    let resolved = match plan[i].pending.as_ref().filter(|_| !healing) {
+                        Some(pending) => {
+                            let leader = [&pending.target, &pending.peer]
+                                .iter()
+                                .any(|t| **t == Some(Target::Leader));
+                            match consensus::roles_now(&cluster, leader).await {
+                                Ok(roles) => plan[i].resolve(scenario, &roles),
+                                Err(e) => Err(e),
+                            }
+                        }
+                        None => Ok(()),
+                    };
                     let fault = &plan[i];
                     let at = epoch.elapsed();
-                    let result = if healing {
-                        heal(i, fault, &cluster, &relay, &backends, &mut active).await
-                    } else {
-                        apply(i, fault, &cluster, &relay, &backends, &mut active).await
+                    let result = match resolved {
+                        Err(e) => {
+                            unresolved.insert(i);
+                            Err(e)
+                        }
+                        Ok(()) if healing => {
+                            heal(i, fault, &cluster, &relay, &backends, &mut active).await
+                        }
+                        Ok(()) => apply(i, fault, &cluster, &relay, &backends, &mut active).await,
                     };
-                    if !healing {
+                    if !healing && !unresolved.contains(&i) {
                         applied.insert(i, at);
                     }
                     if healing || fault.end == fault.start {
@@ -332,7 +362,13 @@ pub async fn run(
     let _ = tokio::time::timeout(Duration::from_secs(3), &mut watcher).await;
     load.abort();
     watcher.abort();
-    let evidence = consensus_evidence(&cluster, scenario).await;
+    let evidence = match scenario.consensus {
+        Some(_) => {
+            let collected = std::mem::take(&mut lock(&seen).consensus);
+            Some(consensus::evidence(&cluster, collected).await)
+        }
+        None => None,
+    };
     // Heal what is still applied (network links, backends), then stop everything.
     relay.heal_all();
     for b in &backends {
@@ -392,6 +428,7 @@ struct Seen {
     events: Vec<Event>,
     observations: Vec<Observation>,
     counters: Vec<CounterReading>,
+    consensus: consensus::Collected,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

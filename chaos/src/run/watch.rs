@@ -1,5 +1,5 @@
-//! Watching the agents: warm-up until the mesh has formed, the periodic looks during the run,
-//! and the consensus evidence at its end.
+//! Watching the agents: warm-up until the mesh (and its decision group) has formed, and the
+//! periodic looks during the run.
 
 use std::net::SocketAddr;
 use std::sync::{Arc, Mutex};
@@ -8,15 +8,15 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{lock, note, Seen, LOOK_EVERY, READY_LIMIT};
-use crate::checks::{self, ConsensusEvidence};
+use super::{consensus, lock, note, Seen, LOOK_EVERY, READY_LIMIT};
 use crate::cluster::{Cluster, ProcState};
 use crate::observe::{self, Watcher};
 use crate::record::EventKind;
 use crate::scenario::Scenario;
 
-/// Waits until every agent is ready and each workload source routes to every node hosting the
-/// workload's service.
+/// Waits until every agent is ready, each workload source routes to every node hosting the
+/// workload's service and, with `[consensus]`, the agents have formed their group: the
+/// expected number of voters, one leader they all name, voters known to every agent.
 pub(super) async fn warm_up(scenario: &Scenario, cluster: &mut Cluster) -> Result<(), String> {
     let deadline = Instant::now() + READY_LIMIT;
     let service = scenario
@@ -55,6 +55,14 @@ pub(super) async fn warm_up(scenario: &Scenario, cluster: &mut Cluster) -> Resul
                 }
             }
         }
+        if let Some(c) = &scenario.consensus {
+            let nodes: Vec<(String, SocketAddr)> = cluster
+                .nodes
+                .iter()
+                .map(|n| (n.name.clone(), n.admin))
+                .collect();
+            waiting.extend(consensus::not_ready(c.bootstrap_expect, &nodes).await);
+        }
         if waiting.is_empty() {
             return Ok(());
         }
@@ -68,11 +76,13 @@ pub(super) async fn warm_up(scenario: &Scenario, cluster: &mut Cluster) -> Resul
     }
 }
 
-/// Looks at every running agent every 250 ms (counters every second) until `stop`.
+/// Looks at every running agent every 250 ms (counters every second, and the decision log
+/// every second when the scenario has `[consensus]`) until `stop`.
 pub(super) async fn watch_agents(
     cluster: Arc<Mutex<Cluster>>,
     epoch: Instant,
     seen: Arc<Mutex<Seen>>,
+    with_consensus: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut watcher = Watcher::default();
@@ -105,6 +115,14 @@ pub(super) async fn watch_agents(
             );
         }
         let with_counters = round % 4 == 0;
+        if with_consensus && round % 4 == 2 {
+            let running: Vec<(String, SocketAddr)> = nodes
+                .iter()
+                .filter(|n| n.2 == ProcState::Running)
+                .map(|n| (n.0.clone(), n.1))
+                .collect();
+            consensus::look(&running, at, &seen).await;
+        }
         for (name, admin, state, pid) in nodes {
             let running = state == ProcState::Running;
             let observation = observe::observation(at, &name, running, pid);
@@ -122,45 +140,4 @@ pub(super) async fn watch_agents(
             }
         }
     }
-}
-
-/// The voters' decision logs, if the agents serve them (not before consensus exists).
-pub(super) async fn consensus_evidence(
-    cluster: &Mutex<Cluster>,
-    scenario: &Scenario,
-) -> Option<ConsensusEvidence> {
-    let admins: Vec<(String, SocketAddr)> = {
-        let c = lock(cluster);
-        scenario
-            .topology
-            .voters
-            .iter()
-            .filter_map(|v| Some((v.clone(), c.node(v)?.admin)))
-            .collect()
-    };
-    let mut evidence = ConsensusEvidence::default();
-    for (name, admin) in admins {
-        let answer = tokio::time::timeout(
-            Duration::from_secs(1),
-            plexus_agent::ctl::get(admin, "/v1/decisions"),
-        )
-        .await;
-        let Ok(Ok((200, body))) = answer else {
-            return None;
-        };
-        let json: serde_json::Value = serde_json::from_str(&body).ok()?;
-        let log = json["entries"]
-            .as_array()?
-            .iter()
-            .filter_map(|e| {
-                Some(checks::LogEntry {
-                    index: e["index"].as_u64()?,
-                    term: e["term"].as_u64()?,
-                    digest: e["digest"].as_str()?.to_owned(),
-                })
-            })
-            .collect();
-        evidence.logs.push((name, log));
-    }
-    (!evidence.logs.is_empty()).then_some(evidence)
 }

@@ -1,6 +1,7 @@
 //! Scenario files: topology, workload, phases with faults, and checks, validated up front.
 //! Every mistake is reported on its own line as `FILE: KEY: REASON`.
 
+mod consensus;
 mod raw;
 mod validate;
 
@@ -8,6 +9,8 @@ use std::collections::BTreeMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+pub use consensus::{CanaryEnd, CanarySpec, ConsensusSpec};
 
 /// A validated scenario.
 #[derive(Debug, Clone)]
@@ -22,6 +25,10 @@ pub struct Scenario {
     pub quick: bool,
     pub topology: Topology,
     pub agent: AgentSettings,
+    /// The agents' `[consensus]`; `None`: they run without a decision log.
+    pub consensus: Option<ConsensusSpec>,
+    /// The agents' `[[canary]]` releases (only with `consensus`).
+    pub canaries: Vec<CanarySpec>,
     pub workload: Workload,
     pub phases: Vec<Phase>,
     pub checks: Vec<Check>,
@@ -30,7 +37,8 @@ pub struct Scenario {
 #[derive(Debug, Clone)]
 pub struct Topology {
     pub nodes: Vec<NodeSpec>,
-    /// The nodes declared voters: the first `voters` nodes, spread across zones.
+    /// The nodes declared voters: the first `voters` nodes, spread across zones. With
+    /// `[consensus]` the agents choose their voters themselves: role targets then ask them.
     pub voters: Vec<String>,
     pub services: Vec<ServiceSpec>,
 }
@@ -133,16 +141,37 @@ pub enum Target {
     /// More than half of the nodes, chosen with the seed (sources included when needed).
     Majority,
     All,
-    /// The consensus leader (needs consensus).
+    /// The consensus leader, asked of the agents when the fault starts (needs consensus).
     Leader,
+    /// Every voter.
     Voter,
+    /// Every node that is not a voter.
     NonVoter,
+    /// Fewer than half of the voters, drawn with the seed (sparing workload sources).
+    VoterMinority,
+    /// More than half of the voters, drawn with the seed (sparing workload sources).
+    VoterMajority,
     Node(String),
     Zone(String),
     /// Checks only: the nodes the faults of the check's window were aimed at.
     Faulted,
     /// Network peers only: every node not in the fault's target.
     Rest,
+}
+
+impl Target {
+    /// Whether the nodes it names depend on the agents' consensus roles, which only the
+    /// agents know (they elect the leader and choose the voters): such a target is resolved
+    /// when its fault starts, by asking them.
+    pub fn asks_agents(&self, consensus: bool) -> bool {
+        match self {
+            Target::Leader => true,
+            Target::Voter | Target::NonVoter | Target::VoterMinority | Target::VoterMajority => {
+                consensus
+            }
+            _ => false,
+        }
+    }
 }
 
 impl fmt::Display for Target {
@@ -155,6 +184,8 @@ impl fmt::Display for Target {
             Target::Leader => f.write_str("leader"),
             Target::Voter => f.write_str("voter"),
             Target::NonVoter => f.write_str("non-voter"),
+            Target::VoterMinority => f.write_str("voter-minority"),
+            Target::VoterMajority => f.write_str("voter-majority"),
             Target::Node(n) => write!(f, "node:{n}"),
             Target::Zone(z) => write!(f, "zone:{z}"),
             Target::Faulted => f.write_str("faulted"),
@@ -365,6 +396,23 @@ pub enum CheckKind {
     VoterLogsIdentical,
     /// Needs consensus: every acknowledged decision is in the final log.
     NoDecisionLost,
+    /// Needs a `[[canary]]`: the service's committed release ends as `expect` within `max`.
+    CanaryOutcome {
+        service: String,
+        expect: CanaryEnd,
+        max: Duration,
+    },
+    /// Needs consensus: within `max`, the target is out of the committed voter set and the
+    /// set has `voters` members again.
+    VotersReplaced {
+        target: Target,
+        max: Duration,
+        voters: usize,
+    },
+    /// Needs consensus: within `max`, among the agents no process or network fault holds at
+    /// that moment, one leads, every voter names it, and every one has applied what was
+    /// committed by the window's start.
+    DecisionsResume { max: Duration },
 }
 
 impl CheckKind {
@@ -383,6 +431,9 @@ impl CheckKind {
             CheckKind::QuarantineWithin { .. } => "quarantine-within",
             CheckKind::VoterLogsIdentical => "voter-logs-identical",
             CheckKind::NoDecisionLost => "no-decision-lost",
+            CheckKind::CanaryOutcome { .. } => "canary-outcome",
+            CheckKind::VotersReplaced { .. } => "voters-replaced",
+            CheckKind::DecisionsResume { .. } => "decisions-resume",
         }
     }
 }

@@ -17,6 +17,11 @@ pub struct RawScenario {
     pub topology: RawTopology,
     #[serde(default)]
     pub agent: RawAgent,
+    /// The agents' `[consensus]` table (every agent gets the same).
+    pub consensus: Option<RawConsensus>,
+    /// The agents' `[[canary]]` tables (every agent gets them; the leader runs them).
+    #[serde(default)]
+    pub canary: Vec<RawCanary>,
     pub workload: RawWorkload,
     #[serde(default)]
     pub phase: Vec<RawPhase>,
@@ -77,6 +82,29 @@ pub struct RawAgent {
     pub health_interval: Option<String>,
     pub upstream: Option<toml::Table>,
     pub service: Option<toml::Table>,
+}
+
+/// `[consensus]`, as the agent's configuration spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawConsensus {
+    pub bootstrap_expect: Option<i64>,
+    pub election_timeout: Option<String>,
+    pub dead_voter_after: Option<String>,
+    pub weights_window: Option<String>,
+}
+
+/// `[[canary]]`, as the agent's configuration spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawCanary {
+    pub service: String,
+    pub baseline: String,
+    pub canary: String,
+    pub step_percent: Option<i64>,
+    pub interval: Option<String>,
+    pub max_error_rate_increase: Option<f64>,
+    pub max_latency_ratio: Option<f64>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -144,4 +172,8 @@ pub struct RawCheck {
     pub pass_percent: Option<f64>,
     /// `time-to-shift`: the share under which the target counts as shifted away from.
     pub below: Option<f64>,
+    /// `canary-outcome`: the service whose release is judged.
+    pub service: Option<String>,
+    /// `canary-outcome`: `promoted` or `rolled_back`.
+    pub expect: Option<String>,
 }

@@ -141,7 +141,7 @@ fn faults_must_fit_their_phase_and_targets_must_exist() {
     let e = load(&GOOD.replace("target = \"one\"", "target = \"leader\""))
         .unwrap_err()
         .0;
-    assert!(e[0].contains("needs consensus"), "{e:?}");
+    assert!(e[0].contains("needs [consensus]"), "{e:?}");
 }
 
 #[test]
@@ -181,4 +181,184 @@ fn checks_that_cannot_fail_or_cannot_find_their_nodes_are_refused() {
         .unwrap_err()
         .0;
     assert!(e.iter().any(|l| l.contains("pass_percent")), "{e:?}");
+}
+
+/// A scenario with the agents' decision log and a canary release.
+const CONSENSUS: &str = r#"
+name = "canary"
+purpose = "A canary release"
+[topology]
+nodes = 5
+zones = ["a", "b", "c"]
+services = [{ name = "echo", on = "all", versions = { "node-5" = "v2" } }]
+[consensus]
+bootstrap_expect = 3
+election_timeout = "500ms"
+dead_voter_after = "3s"
+weights_window = "2s"
+[[canary]]
+service = "echo"
+baseline = "v1"
+canary = "v2"
+step_percent = 25
+interval = "2s"
+[workload]
+rate = 100
+from = "node-4"
+service = "echo"
+[[phase]]
+name = "steady"
+duration = "4s"
+[[phase]]
+name = "fault"
+duration = "10s"
+faults = [
+  { kind = "kill", target = "leader" },
+  { kind = "partition", target = "voter-majority", peer = "non-voter", at = "1s", for = "2s" },
+]
+[[check]]
+kind = "canary-outcome"
+service = "echo"
+expect = "promoted"
+max = "20s"
+[[check]]
+kind = "voters-replaced"
+max = "10s"
+[[check]]
+kind = "decisions-resume"
+max = "5s"
+"#;
+
+#[test]
+fn consensus_and_canaries_validate_into_the_agents_settings() {
+    let s = load(CONSENSUS).unwrap();
+    let c = s.consensus.as_ref().unwrap();
+    assert_eq!(c.bootstrap_expect, 3);
+    assert_eq!(c.election_timeout, Some(Duration::from_millis(500)));
+    assert_eq!(c.dead_voter_after, Some(Duration::from_secs(3)));
+    assert_eq!(s.canaries[0].step_percent, Some(25));
+    assert_eq!(s.canaries[0].interval, Some(Duration::from_secs(2)));
+    assert_eq!(s.phases[1].faults[0].target, Target::Leader);
+    assert_eq!(s.phases[1].faults[1].target, Target::VoterMajority);
+    assert_eq!(
+        s.checks[0].kind,
+        CheckKind::CanaryOutcome {
+            service: "echo".into(),
+            expect: CanaryEnd::Promoted,
+            max: Duration::from_secs(20)
+        }
+    );
+    assert_eq!(s.checks[0].mode, Mode::Continuous);
+    assert_eq!(
+        s.checks[1].kind,
+        CheckKind::VotersReplaced {
+            target: Target::Faulted,
+            max: Duration::from_secs(10),
+            voters: 3
+        }
+    );
+    assert_eq!(s.checks[1].mode, Mode::During);
+    assert_eq!(s.checks[2].mode, Mode::After);
+}
+
+#[test]
+fn consensus_mistakes_are_named() {
+    let e = load(
+        &CONSENSUS
+            .replace("bootstrap_expect = 3", "bootstrap_expect = 4")
+            .replace(
+                "dead_voter_after = \"3s\"",
+                "dead_voter_after = \"3s\"\nquorum = 2",
+            ),
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        e[0].contains("quorum"),
+        "unknown keys are refused first: {e:?}"
+    );
+    let e = load(
+        &CONSENSUS
+            .replace("bootstrap_expect = 3", "bootstrap_expect = 4")
+            .replace("dead_voter_after = \"3s\"", "dead_voter_after = \"700ms\"")
+            .replace("canary = \"v2\"", "canary = \"v3\"")
+            .replace("step_percent = 25", "step_percent = 0")
+            .replace(
+                "zones = [\"a\", \"b\", \"c\"]",
+                "zones = [\"a\", \"b\", \"c\"]\nvoters = 5",
+            ),
+    )
+    .unwrap_err()
+    .0;
+    let has = |key: &str, words: &str| e.iter().any(|l| l.contains(key) && l.contains(words));
+    assert!(has("consensus.bootstrap_expect", "4"), "{e:?}");
+    assert!(has("canary[0].canary", "v3"), "{e:?}");
+    assert!(has("canary[0].step_percent", "0 is not"), "{e:?}");
+    assert!(e.iter().all(|l| l.starts_with("s.toml: ")), "{e:?}");
+    let e = load(
+        &CONSENSUS
+            .replace("dead_voter_after = \"3s\"", "dead_voter_after = \"700ms\"")
+            .replace(
+                "zones = [\"a\", \"b\", \"c\"]",
+                "zones = [\"a\", \"b\", \"c\"]\nvoters = 5",
+            ),
+    )
+    .unwrap_err()
+    .0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("consensus.dead_voter_after") && l.contains("twice")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("topology.voters") && l.contains("bootstrap_expect is 3")),
+        "{e:?}"
+    );
+}
+
+#[test]
+fn consensus_checks_and_targets_need_consensus_and_their_keys() {
+    let without = CONSENSUS.split("[consensus]").next().unwrap().to_owned()
+        + &CONSENSUS[CONSENSUS.find("[workload]").unwrap()..];
+    let e = load(&without).unwrap_err().0;
+    let has = |key: &str, words: &str| e.iter().any(|l| l.contains(key) && l.contains(words));
+    assert!(has("faults[0].target", "needs [consensus]"), "{e:?}");
+    assert!(has("faults[1].target", "no voters"), "{e:?}");
+    assert!(has("check[0].service", "no [[canary]]"), "{e:?}");
+    assert!(has("check[1].kind", "needs [consensus]"), "{e:?}");
+    assert!(has("check[2].kind", "needs [consensus]"), "{e:?}");
+    let e = load(&CONSENSUS.replace("expect = \"promoted\"", "expect = \"done\"\nbelow = 0.1"))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("check[0].expect") && l.contains("done")),
+        "{e:?}"
+    );
+    assert!(
+        e.iter()
+            .any(|l| l.contains("check[0].below") && l.contains("does not apply")),
+        "{e:?}"
+    );
+    let e = load(&CONSENSUS.replace("max = \"5s\"", "max = \"5s\"\nservice = \"echo\""))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("check[2].service") && l.contains("does not apply")),
+        "{e:?}"
+    );
+    // A rolling restart is planned node by node: a role only the agents know cannot be.
+    let e = load(&CONSENSUS.replace(
+        "{ kind = \"kill\", target = \"leader\" }",
+        "{ kind = \"rolling-restart\", target = \"voter\" }",
+    ))
+    .unwrap_err()
+    .0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("faults[0].target") && l.contains("rolling restart")),
+        "{e:?}"
+    );
 }

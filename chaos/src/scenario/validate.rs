@@ -32,6 +32,8 @@ pub fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
     let mut v = Validator {
         file: path,
         errors: Vec::new(),
+        consensus: false,
+        voters: 0,
     };
     let scenario = v.scenario(raw);
     match (scenario, v.errors.is_empty()) {
@@ -46,6 +48,10 @@ pub fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
 struct Validator<'a> {
     file: &'a Path,
     errors: Vec<String>,
+    /// The scenario configures `[consensus]`: the agents elect a leader and choose voters.
+    consensus: bool,
+    /// `topology.voters`, for role targets without consensus.
+    voters: usize,
 }
 
 /// Names the scenario defines, for checking references.
@@ -153,7 +159,11 @@ impl Validator<'_> {
             );
         }
         let voters = spread_voters(&nodes, voter_count.min(nodes.len()));
+        let consensus = self.consensus(raw.consensus.as_ref(), nodes.len(), raw.topology.voters);
+        self.consensus = raw.consensus.is_some();
+        self.voters = voters.len();
         let services = self.services(&raw.topology.services, &names);
+        let canaries = self.canaries(&raw.canary, self.consensus, &services);
         let agent = self.agent(&raw.agent);
         let workload = self.workload(&raw.workload, &names, &services);
         let mut phases = Vec::new();
@@ -226,7 +236,15 @@ impl Validator<'_> {
             .check
             .iter()
             .enumerate()
-            .filter_map(|(i, c)| self.check(&format!("check[{i}]"), c, &names, &phase_names))
+            .filter_map(|(i, c)| {
+                self.check(
+                    &format!("check[{i}]"),
+                    c,
+                    &names,
+                    &phase_names,
+                    (consensus.as_ref(), &canaries),
+                )
+            })
             .collect();
         Some(Scenario {
             source: self.file.to_owned(),
@@ -240,6 +258,8 @@ impl Validator<'_> {
                 services,
             },
             agent,
+            consensus,
+            canaries,
             workload: workload?,
             phases,
             checks,
@@ -255,6 +275,8 @@ impl Validator<'_> {
             "leader" => Target::Leader,
             "voter" => Target::Voter,
             "non-voter" => Target::NonVoter,
+            "voter-minority" => Target::VoterMinority,
+            "voter-majority" => Target::VoterMajority,
             "faulted" => Target::Faulted,
             "rest" => Target::Rest,
             v => {
@@ -271,7 +293,7 @@ impl Validator<'_> {
                     }
                     Target::Zone(zone.to_owned())
                 } else {
-                    self.error(key, format!("`{v}`: use one, minority, majority, all, leader, voter, non-voter, node:NAME or zone:NAME"));
+                    self.error(key, format!("`{v}`: use one, minority, majority, all, leader, voter, non-voter, voter-minority, voter-majority, node:NAME or zone:NAME"));
                     return None;
                 }
             }
@@ -285,10 +307,21 @@ impl Validator<'_> {
             self.error(key, format!("`{value}` cannot be used here"));
             return None;
         }
-        if target == Target::Leader {
+        if target == Target::Leader && !self.consensus {
             self.error(
                 key,
-                "`leader` needs consensus, which this build of the agent does not have yet",
+                "`leader` needs [consensus] in the scenario: the agents elect their leader",
+            );
+            return None;
+        }
+        let of_voters = matches!(
+            target,
+            Target::Voter | Target::VoterMinority | Target::VoterMajority
+        );
+        if of_voters && !self.consensus && self.voters == 0 {
+            self.error(
+                key,
+                format!("`{value}`: there are no voters; set [consensus] (or topology.voters)"),
             );
             return None;
         }
@@ -304,11 +337,14 @@ const NODE_TARGETS: &[&str] = &[
     "leader",
     "voter",
     "non-voter",
+    "voter-minority",
+    "voter-majority",
     "node:",
     "zone:",
 ];
 
 mod checks;
+mod consensus;
 pub(super) mod faults;
 mod topology;
 

@@ -13,6 +13,7 @@ impl Validator<'_> {
         raw: &RawCheck,
         names: &Names,
         phases: &[String],
+        (consensus, canaries): (Option<&ConsensusSpec>, &[CanarySpec]),
     ) -> Option<Check> {
         let hour = Duration::from_secs(3600);
         // A check names nodes it can find in the record: one node, all, or the faulted ones
@@ -176,13 +177,78 @@ impl Validator<'_> {
             }
             "voter-logs-identical" => Some(CheckKind::VoterLogsIdentical),
             "no-decision-lost" => Some(CheckKind::NoDecisionLost),
+            "canary-outcome" => {
+                used.extend(["service", "expect", "max"]);
+                let service = match raw.service.as_deref() {
+                    None => {
+                        self.error(
+                            format!("{key}.service"),
+                            "missing: the service a [[canary]] releases",
+                        );
+                        None
+                    }
+                    Some(s) if !canaries.iter().any(|c| c.service == s) => {
+                        self.error(
+                            format!("{key}.service"),
+                            format!("`{s}` has no [[canary]]: no release to judge"),
+                        );
+                        None
+                    }
+                    Some(s) => Some(s.to_owned()),
+                };
+                let expect = match raw.expect.as_deref() {
+                    Some("promoted") => Some(CanaryEnd::Promoted),
+                    Some("rolled_back") => Some(CanaryEnd::RolledBack),
+                    other => {
+                        self.error(
+                            format!("{key}.expect"),
+                            format!(
+                                "{}: use \"promoted\" or \"rolled_back\"",
+                                other.map_or("missing".to_owned(), |o| format!("`{o}`"))
+                            ),
+                        );
+                        None
+                    }
+                };
+                match (service, expect, max_duration(self)) {
+                    (Some(service), Some(expect), Some(max)) => Some(CheckKind::CanaryOutcome {
+                        service,
+                        expect,
+                        max,
+                    }),
+                    _ => None,
+                }
+            }
+            "voters-replaced" => {
+                used.extend(["target", "max"]);
+                let voters = self
+                    .needs_consensus(key, consensus, &raw.kind)
+                    .map(|c| c.bootstrap_expect);
+                match (voters, target(self), max_duration(self)) {
+                    (Some(voters), Some(target), Some(max)) => Some(CheckKind::VotersReplaced {
+                        target,
+                        max,
+                        voters,
+                    }),
+                    _ => None,
+                }
+            }
+            "decisions-resume" => {
+                used.push("max");
+                let consensus = self.needs_consensus(key, consensus, &raw.kind);
+                let max = max_duration(self);
+                consensus
+                    .and(max)
+                    .map(|max| CheckKind::DecisionsResume { max })
+            }
             other => {
                 self.error(
                     format!("{key}.kind"),
                     format!(
                         "`{other}` is not a check; use success-rate, latency, traffic-share, time-to-shift, \
                          time-to-eject, time-to-detect, retry-amplification, agent-rss, failed-handshakes, \
-                         no-healthy-quarantined, quarantine-within, voter-logs-identical or no-decision-lost"
+                         no-healthy-quarantined, quarantine-within, voter-logs-identical, no-decision-lost, \
+                         canary-outcome, voters-replaced or decisions-resume"
                     ),
                 );
                 return None;
@@ -194,6 +260,8 @@ impl Validator<'_> {
             ("quantile", raw.quantile.is_some()),
             ("target", raw.target.is_some()),
             ("below", raw.below.is_some()),
+            ("service", raw.service.is_some()),
+            ("expect", raw.expect.is_some()),
         ];
         for (k, is_set) in set {
             if is_set && !used.contains(&k) {
@@ -209,8 +277,11 @@ impl Validator<'_> {
             | CheckKind::TimeToEject { .. }
             | CheckKind::TimeToDetect { .. }
             | CheckKind::QuarantineWithin { .. }
+            | CheckKind::VotersReplaced { .. }
             | CheckKind::TrafficShare { .. } => Mode::During,
-            CheckKind::VoterLogsIdentical | CheckKind::NoDecisionLost => Mode::After,
+            CheckKind::VoterLogsIdentical
+            | CheckKind::NoDecisionLost
+            | CheckKind::DecisionsResume { .. } => Mode::After,
             _ => Mode::Continuous,
         };
         let mode = match raw.mode.as_deref() {
@@ -255,5 +326,24 @@ impl Validator<'_> {
             abort: raw.abort.unwrap_or(false),
             pass_percent,
         })
+    }
+}
+
+impl Validator<'_> {
+    /// The scenario's `[consensus]`, or an error saying the check needs it (without it the
+    /// check could only ever fail).
+    fn needs_consensus<'c>(
+        &mut self,
+        key: &str,
+        consensus: Option<&'c ConsensusSpec>,
+        kind: &str,
+    ) -> Option<&'c ConsensusSpec> {
+        if consensus.is_none() {
+            self.error(
+                format!("{key}.kind"),
+                format!("`{kind}` needs [consensus] in the scenario"),
+            );
+        }
+        consensus
     }
 }

@@ -145,10 +145,22 @@ impl Validator<'_> {
         let target = match raw.target.as_deref() {
             Some(t) => self.target(&format!("{key}.target"), t, names, NODE_TARGETS),
             None => {
-                self.error(format!("{key}.target"), "missing: one, minority, majority, all, voter, non-voter, node:NAME or zone:NAME");
+                self.error(format!("{key}.target"), "missing: one, minority, majority, all, leader, voter, non-voter, voter-minority, voter-majority, node:NAME or zone:NAME");
                 None
             }
         };
+        let rolling = matches!(kind, Some(FaultKind::RollingRestart { .. }));
+        if rolling
+            && target
+                .as_ref()
+                .is_some_and(|t| t.asks_agents(self.consensus))
+        {
+            self.error(
+                format!("{key}.target"),
+                "a rolling restart is planned node by node before the run; a role the agents \
+                 decide (leader, voters) is only known when a fault starts: name the nodes",
+            );
+        }
         let at = self.opt_duration(
             &format!("{key}.at"),
             raw.at.as_deref(),
