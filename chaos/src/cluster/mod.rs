@@ -251,7 +251,26 @@ impl Cluster {
             let _ = child.wait();
         }
         node.state = ProcState::Down;
+        self.hold_again(name);
         Ok(())
+    }
+
+    /// Holds a node's ports again while its agent is down, so that no other socket (an
+    /// ephemeral port of the harness's own admin calls, a relay association) lands on them
+    /// before it restarts: a restart once failed with its admin port taken. Best effort: a
+    /// port that cannot be held now makes the restart report it.
+    fn hold_again(&mut self, name: &str) {
+        let Some(node) = self.node(name) else { return };
+        let (listen, tcp) = (node.listen, [Some(node.admin), node.upstream]);
+        if let Ok(socket) = std::net::UdpSocket::bind(listen) {
+            self.reserved.insert(name.to_owned(), socket);
+        }
+        let held: Vec<std::net::TcpListener> = tcp
+            .into_iter()
+            .flatten()
+            .filter_map(|addr| std::net::TcpListener::bind(addr).ok())
+            .collect();
+        self.reserved_tcp.insert(name.to_owned(), held);
     }
 
     /// SIGTERM: the agent drains and announces its leave (a stopped one is continued first).
@@ -303,6 +322,9 @@ impl Cluster {
                     out.push((node.name.clone(), status));
                 }
             }
+        }
+        for (name, _) in &out {
+            self.hold_again(name);
         }
         out
     }
