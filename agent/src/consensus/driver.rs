@@ -141,6 +141,8 @@ pub(super) fn spawn(
     if driver.store.initialized() {
         driver.start_node()?;
     }
+    // Where this node stands is known before the first tick (a restarted voter is a voter).
+    driver.publish_status();
     let task = Box::pin(async move {
         let mut ticker = tokio::time::interval(driver.settings.tick);
         ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);

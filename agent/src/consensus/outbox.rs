@@ -76,15 +76,44 @@ async fn deliver(
     pool: Arc<PeerPool>,
     reports: mpsc::UnboundedSender<Undelivered>,
 ) {
+    // One stream per peer, kept open: QUIC keeps a stream's bytes in order, so the peer reads
+    // messages in the order Raft sent them.
+    let mut stream: Option<(SocketAddr, quinn::SendStream)> = None;
     while let Some(outgoing) = queue.recv().await {
         let snapshot = outgoing.snapshot;
-        if let Err(reason) = send_one(&pool, outgoing).await {
+        if let Err(reason) = send_one(&pool, &mut stream, outgoing).await {
+            stream = None;
             tracing::debug!(to, %reason, "raft message not delivered");
             let _ = reports.send(Undelivered { to, snapshot });
         }
     }
+    if let Some((_, mut send)) = stream {
+        let _ = send.finish();
+    }
 }
 
-async fn send_one(pool: &PeerPool, outgoing: Outgoing) -> Result<(), String> {
-    crate::transport::send_uni(pool, outgoing.addr, &outgoing.frame, DELIVERY_TIMEOUT).await
+async fn send_one(
+    pool: &PeerPool,
+    stream: &mut Option<(SocketAddr, quinn::SendStream)>,
+    outgoing: Outgoing,
+) -> Result<(), String> {
+    if stream
+        .as_ref()
+        .is_none_or(|(addr, _)| *addr != outgoing.addr)
+    {
+        let peer = pool
+            .connection(outgoing.addr, DELIVERY_TIMEOUT)
+            .await
+            .map_err(|e| e.to_string())?;
+        let send = tokio::time::timeout(DELIVERY_TIMEOUT, peer.connection.open_uni())
+            .await
+            .map_err(|_| "no stream within the delivery timeout".to_owned())?
+            .map_err(|e| e.to_string())?;
+        *stream = Some((outgoing.addr, send));
+    }
+    let (_, send) = stream.as_mut().expect("a stream was just opened");
+    tokio::time::timeout(DELIVERY_TIMEOUT, send.write_all(&outgoing.frame))
+        .await
+        .map_err(|_| "not written within the delivery timeout".to_owned())?
+        .map_err(|e| e.to_string())
 }

@@ -103,6 +103,10 @@ pub enum Breach {
 
 /// Whether the canary is out of its policy's bounds against the baseline. A baseline without
 /// evidence counts as error-free for the error rate and gives no latency reference.
+/// A canary's p99 must also be this much above the baseline's to count as a regression: at
+/// sub-millisecond latencies a ratio alone turns scheduling jitter into a rollback.
+pub const LATENCY_FLOOR_US: f64 = 1_000.0;
+
 pub fn breach(
     policy: &CanaryPolicy,
     canary: &VersionLoad,
@@ -122,6 +126,7 @@ pub fn breach(
     if baseline.has_evidence()
         && baseline.p99_us > 0.0
         && canary.p99_us > policy.max_latency_ratio * baseline.p99_us
+        && canary.p99_us > baseline.p99_us + LATENCY_FLOOR_US
     {
         return Some(Breach::Latency {
             canary_p99_us: canary.p99_us,

@@ -306,7 +306,26 @@ impl GossipInbox {
                 }
                 Err(_) => rejected(&self.telemetry, "malformed"),
             },
-            FrameType::Raft => match (RaftEnvelope::from_payload(&payload), &self.raft) {
+            FrameType::Raft => self.raft_stream(peer, remote, recv, payload).await,
+            _ => rejected(&self.telemetry, "unexpected_frame"),
+        }
+    }
+}
+
+impl GossipInbox {
+    /// A peer's Raft messages arrive in order on one long-lived stream (separate streams
+    /// would be read concurrently, and a commit overtaking its entry costs a heartbeat).
+    /// Between messages the stream may idle as long as the peer keeps it; once a frame's
+    /// header has arrived, the rest must follow within the read timeout.
+    async fn raft_stream(
+        &self,
+        peer: &NodeId,
+        remote: SocketAddr,
+        mut recv: RecvStream,
+        mut payload: Vec<u8>,
+    ) {
+        loop {
+            match (RaftEnvelope::from_payload(&payload), &self.raft) {
                 (Ok(envelope), Some(raft)) => {
                     if let Err(reason) = raft.deliver(peer, envelope) {
                         tracing::debug!(%peer, reason, "raft message dropped");
@@ -315,11 +334,25 @@ impl GossipInbox {
                 }
                 (Ok(_), None) => raft_dropped(&self.telemetry, "no_consensus"),
                 (Err(error), _) => {
-                    tracing::warn!(%peer, %remote, %error, "malformed raft message dropped");
+                    tracing::warn!(%peer, %remote, %error, "malformed raft message; stream dropped");
                     raft_dropped(&self.telemetry, "malformed");
+                    let _ = recv.stop(0u32.into());
+                    return;
                 }
-            },
-            _ => rejected(&self.telemetry, "unexpected_frame"),
+            }
+            let mut header = [0u8; FRAME_HEADER_LEN];
+            if recv.read_exact(&mut header).await.is_err() {
+                return;
+            }
+            let next = tokio::time::timeout(READ_TIMEOUT, read_payload(&mut recv, &header)).await;
+            match next {
+                Ok(Ok((FrameType::Raft, next))) => payload = next,
+                _ => {
+                    raft_dropped(&self.telemetry, "bad_frame");
+                    let _ = recv.stop(0u32.into());
+                    return;
+                }
+            }
         }
     }
 }
@@ -346,7 +379,15 @@ impl FrameReadError {
 async fn read_frame(recv: &mut RecvStream) -> Result<(FrameType, Vec<u8>), FrameReadError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut header).await?;
-    let header = FrameHeader::decode(&header)?;
+    read_payload(recv, &header).await
+}
+
+/// Reads the payload of the frame whose header is `header`, refusing an oversized one first.
+async fn read_payload(
+    recv: &mut RecvStream,
+    header: &[u8; FRAME_HEADER_LEN],
+) -> Result<(FrameType, Vec<u8>), FrameReadError> {
+    let header = FrameHeader::decode(header)?;
     let max = match header.frame_type {
         FrameType::Gossip => GossipMessage::MAX_PAYLOAD,
         FrameType::GossipLeave => GossipLeave::MAX_PAYLOAD,

@@ -204,11 +204,16 @@ async fn a_good_canary_is_promoted_and_takes_all_traffic() {
     let routes = json(&cell.caller, "/v1/routes").await;
     stop.store(true, Ordering::Relaxed);
     while load.join_next().await.is_some() {}
-    assert!(
-        promoted,
-        "not promoted everywhere: {:?}",
-        canary(&cell.servers[0]).await
-    );
+    if !promoted {
+        let log = json(&cell.servers[0], "/v1/decisions").await;
+        let reasons: Vec<&Value> = log["entries"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| &e["decision"]["reason"])
+            .collect();
+        panic!("not promoted everywhere: {reasons:#?}");
+    }
     assert_eq!(
         routes["upstreams"][0]["canary_share_percent"], 100,
         "{routes:#}"

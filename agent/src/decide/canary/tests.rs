@@ -304,3 +304,22 @@ fn version_load_sums_routable_endpoints_and_weights_p99_by_requests() {
     assert_eq!(load.p99_us, 3_250.0);
     assert_eq!(load.error_rate(), 0.01);
 }
+
+#[test]
+fn sub_millisecond_jitter_is_no_latency_regression() {
+    let decisions = run(
+        &mut CanaryDriver::new(),
+        &mut Log::default(),
+        100,
+        |_, c| {
+            let mut e = endpoints(c);
+            for b in &mut e[..2] {
+                b.p99_us = 300;
+            }
+            e[2].p99_us = 700;
+            e
+        },
+    );
+    let last = steps(&decisions).last().copied();
+    assert_eq!(last, Some((100, CanaryPhase::Promoted)), "{decisions:?}");
+}
