@@ -349,6 +349,14 @@ fn consensus_checks_and_targets_need_consensus_and_their_keys() {
             .any(|l| l.contains("check[2].service") && l.contains("does not apply")),
         "{e:?}"
     );
+    let e = load(&CONSENSUS.replace("max = \"5s\"", "max = \"5s\"\nabort = true"))
+        .unwrap_err()
+        .0;
+    assert!(
+        e.iter()
+            .any(|l| l.contains("check[2].abort") && l.contains("end of the run")),
+        "{e:?}"
+    );
     // A rolling restart is planned node by node: a role only the agents know cannot be.
     let e = load(&CONSENSUS.replace(
         "{ kind = \"kill\", target = \"leader\" }",

@@ -272,6 +272,26 @@ impl Validator<'_> {
             }
         }
         let kind = kind?;
+        // Live abort checks see the run so far, not the decision log (read at the end).
+        let from_log = matches!(
+            kind,
+            CheckKind::VoterLogsIdentical
+                | CheckKind::NoDecisionLost
+                | CheckKind::NoHealthyQuarantined
+                | CheckKind::QuarantineWithin { .. }
+                | CheckKind::CanaryOutcome { .. }
+                | CheckKind::VotersReplaced { .. }
+                | CheckKind::DecisionsResume { .. }
+        );
+        if from_log && raw.abort == Some(true) {
+            self.error(
+                format!("{key}.abort"),
+                format!(
+                    "does not apply to `{}`: it is judged on the decision log at the end of the run",
+                    raw.kind
+                ),
+            );
+        }
         let default_mode = match kind {
             CheckKind::TimeToShift { .. }
             | CheckKind::TimeToEject { .. }
