@@ -163,6 +163,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         credentials: config.credentials.duplicate(),
         facts: NodeFacts {
             zone: config.zone.clone().unwrap_or_default(),
+            voter_eligible: config.consensus.bootstrap_expect.is_some(),
             cert_serial: hex_bytes(&config.credentials.info.serial),
             cert_not_after: config.credentials.info.not_after,
             services: config.services.clone(),

@@ -142,6 +142,8 @@ pub struct NodeSummary {
     pub cert_not_after: i64,
     /// Set when the node is shutting down on purpose: route nothing new to it.
     pub leaving: bool,
+    /// Whether the node may vote in the decision log (it has `[consensus]` configured).
+    pub voter_eligible: bool,
     /// The services this node hosts.
     pub services: Vec<ServiceSummary>,
 }

@@ -10,6 +10,8 @@ use std::time::Duration;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Candidate {
     pub node_id: String,
+    /// It has `[consensus]` configured (an agent without it never votes).
+    pub eligible: bool,
     pub zone: String,
     /// Alive and routable in gossip.
     pub healthy: bool,
@@ -19,12 +21,12 @@ pub struct Candidate {
     pub left: bool,
 }
 
-/// Picks `count` voters among `members`, spread across zones: zones in name order take turns,
+/// Picks `count` voters among the healthy, eligible `members`, spread across zones: zones in name order take turns,
 /// each giving its lowest node ID not yet picked. Every agent that sees the same members picks
 /// the same voters.
 pub fn choose_voters(members: &[Candidate], count: usize) -> Vec<String> {
     let mut zones: BTreeMap<&str, Vec<&str>> = BTreeMap::new();
-    for member in members.iter().filter(|m| m.healthy) {
+    for member in members.iter().filter(|m| m.healthy && m.eligible) {
         zones
             .entry(member.zone.as_str())
             .or_default()
@@ -107,7 +109,7 @@ pub fn plan_step(group: &Group, members: &[Candidate], dead_after: Duration) -> 
     };
     members
         .iter()
-        .filter(|m| m.healthy && !group.voters.contains(&m.node_id))
+        .filter(|m| m.healthy && m.eligible && !group.voters.contains(&m.node_id))
         .min_by(|a, b| (voters_in(&a.zone), &a.node_id).cmp(&(voters_in(&b.zone), &b.node_id)))
         .map(|m| Step::AddLearner {
             node: m.node_id.clone(),

@@ -23,6 +23,8 @@ const PERMILLE_STEP: u16 = 50;
 #[derive(Debug, Clone)]
 pub struct NodeFacts {
     pub zone: String,
+    /// `[consensus]` is configured: this node may vote.
+    pub voter_eligible: bool,
     pub cert_serial: Vec<u8>,
     pub cert_not_after: i64,
     pub services: Vec<LocalService>,
@@ -68,6 +70,7 @@ pub fn build_summary(
         cert_serial: facts.cert_serial.iter().take(20).copied().collect(),
         cert_not_after: facts.cert_not_after,
         leaving,
+        voter_eligible: facts.voter_eligible,
         services,
     }
 }

@@ -31,6 +31,7 @@ fn summary(services: usize) -> NodeSummary {
         cert_serial: vec![0xab; 16],
         cert_not_after: 1_800_000_000,
         leaving: false,
+        voter_eligible: false,
         services: (0..services)
             .map(|i| service(&format!("svc-{i}")))
             .collect(),

@@ -20,9 +20,13 @@ impl Driver {
         let view = self.view.borrow().clone();
         view.members
             .iter()
-            .filter(|m| m.summary.is_some())
             .map(|m| Candidate {
                 node_id: m.node_id.clone(),
+                eligible: if m.local {
+                    self.settings.bootstrap_expect.is_some()
+                } else {
+                    m.summary.as_ref().is_some_and(|s| s.voter_eligible)
+                },
                 zone: if m.local {
                     self.zone.clone()
                 } else {
@@ -116,7 +120,7 @@ impl Driver {
         } else {
             let mut healthy: Vec<String> = members
                 .iter()
-                .filter(|m| m.healthy)
+                .filter(|m| m.healthy && m.eligible)
                 .map(|m| m.node_id.clone())
                 .collect();
             healthy.sort_unstable();

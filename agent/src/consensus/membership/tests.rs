@@ -3,6 +3,7 @@ use super::*;
 fn member(id: &str, zone: &str) -> Candidate {
     Candidate {
         node_id: id.into(),
+        eligible: true,
         zone: zone.into(),
         healthy: true,
         down_for: Duration::ZERO,
@@ -34,6 +35,27 @@ fn voters_spread_across_zones_and_do_not_depend_on_order() {
     reversed.reverse();
     assert_eq!(choose_voters(&reversed, 3), vec!["a", "c", "d"]);
     assert_eq!(choose_voters(&members, 5), vec!["a", "b", "c", "d", "e"]);
+}
+
+#[test]
+fn agents_without_consensus_never_vote_or_replace() {
+    let caller = Candidate {
+        eligible: false,
+        ..member("a-caller", "z1")
+    };
+    let members = vec![
+        caller,
+        member("b", "z1"),
+        member("c", "z2"),
+        member("d", "z3"),
+    ];
+    assert_eq!(choose_voters(&members, 3), vec!["b", "c", "d"]);
+    let mut with_dead = members.clone();
+    with_dead[3] = dead("d", "z3", 60);
+    assert_eq!(
+        plan_step(&group(&["b", "c", "d"]), &with_dead, DEAD_AFTER),
+        None
+    );
 }
 
 #[test]

@@ -15,6 +15,7 @@ fn base() -> NodeSummary {
         cert_serial: vec![1, 2],
         cert_not_after: 100,
         leaving: false,
+        voter_eligible: false,
         services: vec![ServiceSummary {
             name: ServiceName::new("api").unwrap(),
             version: "v1".into(),
@@ -101,6 +102,7 @@ fn the_gate_publishes_at_most_once_per_interval() {
 fn a_summary_lists_configured_services_with_their_readings() {
     let facts = NodeFacts {
         zone: "edge-a".into(),
+        voter_eligible: true,
         cert_serial: vec![9; 30],
         cert_not_after: 5,
         services: vec![crate::config::LocalService {
@@ -118,5 +120,6 @@ fn a_summary_lists_configured_services_with_their_readings() {
     assert!(!summary.services[0].ready, "no reading yet: not ready");
     assert_eq!(summary.services[0].capacity, 64);
     assert_eq!(summary.cert_serial.len(), 20);
+    assert!(summary.voter_eligible, "[consensus] configured: the node may vote");
     assert!(summary.encode().is_ok());
 }

@@ -13,6 +13,7 @@ fn summary(service: &str, ready: bool, leaving: bool) -> NodeSummary {
         cert_serial: vec![1],
         cert_not_after: 0,
         leaving,
+        voter_eligible: false,
         services: vec![ServiceSummary {
             name: ServiceName::new(service).unwrap(),
             version: "v1".into(),
