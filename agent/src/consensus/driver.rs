@@ -215,6 +215,7 @@ impl Driver {
         if self.last_autopilot.elapsed() >= AUTOPILOT_EVERY {
             self.last_autopilot = Instant::now();
             self.autopilot();
+            self.notice_removal();
         }
     }
 

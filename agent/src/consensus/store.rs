@@ -247,6 +247,33 @@ impl LogStore {
         Ok(())
     }
 
+    /// Forgets the Raft state (log, hard state, snapshot) of a node removed from the group,
+    /// keeping its last applied state as learned, so it serves with it and can be added again
+    /// later as a new, empty node.
+    pub fn reset(&self) -> Result<(), StoreError> {
+        let err = |e: redb::Error| db_error(&self.path, e);
+        let mut core = self.core.write().expect("log lock poisoned");
+        let learned = core.snapshot.data.clone();
+        let txn = self.db.begin_write().map_err(|e| err(e.into()))?;
+        {
+            txn.open_table(LOG)
+                .map_err(|e| err(e.into()))?
+                .retain(|_, _| false)
+                .map_err(|e| err(e.into()))?;
+            let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
+            meta.remove(HARD_STATE).map_err(|e| err(e.into()))?;
+            meta.remove(SNAPSHOT).map_err(|e| err(e.into()))?;
+            meta.insert(LEARNED, learned.as_slice())
+                .map_err(|e| err(e.into()))?;
+        }
+        txn.commit().map_err(|e| err(e.into()))?;
+        *core = LogCore {
+            learned: Some(learned),
+            ..LogCore::default()
+        };
+        Ok(())
+    }
+
     /// The hard state's commit index.
     pub fn commit(&self) -> u64 {
         self.core.read().expect("log lock poisoned").hard.commit

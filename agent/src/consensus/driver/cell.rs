@@ -51,6 +51,44 @@ impl Driver {
             && (self.conf.voters.contains(&self.id) || self.conf.learners.contains(&self.id))
     }
 
+    /// A voter removed from the group while it was away comes back with its old configuration:
+    /// the others no longer talk to it, and it would serve its old state for ever. When the
+    /// voters of a newer committed state (one a majority of them publish) do not include this
+    /// node, it forgets its Raft state, keeps what it applied, and learns from gossip again.
+    pub(super) fn notice_removal(&mut self) {
+        if self.raw.is_none() || !self.conf.voters.contains(&self.id) {
+            return;
+        }
+        let me = self.node.as_str();
+        let view = self.view.borrow().clone();
+        let published: Vec<(&str, &plexus_protocol::ConsensusSummary)> = view
+            .members
+            .iter()
+            .filter(|m| !m.local && m.state.routable())
+            .filter_map(|m| m.consensus.as_ref().map(|c| (m.node_id.as_str(), c)))
+            .filter(|(node, c)| c.voters.iter().any(|v| v.as_str() == *node))
+            .collect();
+        let removed = published.iter().find(|(_, summary)| {
+            let agreeing = published
+                .iter()
+                .filter(|(_, other)| other.voters == summary.voters)
+                .count();
+            summary.state.applied_index > self.state.applied_index
+                && !summary.voters.iter().any(|v| v.as_str() == me)
+                && agreeing * 2 > summary.voters.len()
+        });
+        let Some((publisher, summary)) = removed else {
+            return;
+        };
+        tracing::warn!(%publisher, voters = ?summary.voters, applied = self.state.applied_index,
+            "this node was removed from the decision group while away; it now learns decisions from gossip");
+        self.raw = None;
+        self.conf = plexus_protocol::RaftConfState::default();
+        if let Err(error) = self.store.reset() {
+            tracing::error!(%error, "cannot forget the old Raft state");
+        }
+    }
+
     /// A non-voter adopts the newest committed state that voters publish. Trust: when it knows
     /// the voters already, only theirs; before that, a state whose publisher is one of its own
     /// voters and whose voter set a majority of those voters publish too.

@@ -157,3 +157,27 @@ fn a_damaged_record_is_an_error_naming_the_file_and_record() {
     assert!(error.contains("decisions.redb"), "{error}");
     assert!(error.contains("snapshot"), "{error}");
 }
+
+#[test]
+fn a_reset_forgets_the_raft_state_but_keeps_what_was_applied() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = LogStore::open(dir.path()).unwrap();
+        store
+            .bootstrap(vec![1, 2, 3], b"applied state".to_vec())
+            .unwrap();
+        store
+            .persist(Batch {
+                entries: &entries(2..=4, 2),
+                ..Batch::default()
+            })
+            .unwrap();
+        store.reset().unwrap();
+        assert!(!store.initialized());
+        assert_eq!(store.last_index().unwrap(), 0);
+    }
+    let store = LogStore::open(dir.path()).unwrap();
+    assert!(!store.initialized());
+    assert!(store.initial_state().unwrap().conf_state.voters.is_empty());
+    assert_eq!(store.learned().as_deref(), Some(&b"applied state"[..]));
+}

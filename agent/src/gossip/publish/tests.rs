@@ -120,6 +120,9 @@ fn a_summary_lists_configured_services_with_their_readings() {
     assert!(!summary.services[0].ready, "no reading yet: not ready");
     assert_eq!(summary.services[0].capacity, 64);
     assert_eq!(summary.cert_serial.len(), 20);
-    assert!(summary.voter_eligible, "[consensus] configured: the node may vote");
+    assert!(
+        summary.voter_eligible,
+        "[consensus] configured: the node may vote"
+    );
     assert!(summary.encode().is_ok());
 }
