@@ -103,6 +103,11 @@ pub enum Breach {
 
 /// Whether the canary is out of its policy's bounds against the baseline. A baseline without
 /// evidence counts as error-free for the error rate and gives no latency reference.
+/// Consecutive checks (one per leader tick) a canary must break its bounds in before it is
+/// rolled back, as Flagger's `threshold`: one p99 over a window of a few hundred requests is
+/// one unlucky sample away from a false rollback, a failing canary breaks them every time.
+pub const BREACH_CHECKS: u32 = 3;
+
 /// A canary's p99 must also be this much above the baseline's to count as a regression: at
 /// sub-millisecond latencies a ratio alone turns scheduling jitter into a rollback.
 pub const LATENCY_FLOOR_US: f64 = 1_000.0;
@@ -142,6 +147,8 @@ pub struct CanaryDriver {
     /// The committed step index last seen, and when it was first seen.
     seen: Option<(u64, Instant)>,
     awaiting: Awaiting,
+    /// Consecutive checks in which the canary broke its bounds.
+    breaches: u32,
 }
 
 impl CanaryDriver {
@@ -188,7 +195,7 @@ impl CanaryDriver {
     }
 
     fn progress(
-        &self,
+        &mut self,
         service: &ServiceName,
         canary: &CanaryState,
         endpoints: &[ServiceEndpoint],
@@ -203,8 +210,16 @@ impl CanaryDriver {
         let old = VersionLoad::of(endpoints, &policy.baseline);
         let evidence = compare(service, policy, &new, &old);
         let share = canary.share_percent;
-        if share > 0 && new.has_evidence() {
-            if let Some(breach) = breach(policy, &new, &old) {
+        let broken = (share > 0 && new.has_evidence())
+            .then(|| breach(policy, &new, &old))
+            .flatten();
+        self.breaches = if broken.is_some() {
+            self.breaches + 1
+        } else {
+            0
+        };
+        if self.breaches >= BREACH_CHECKS {
+            if let Some(breach) = broken {
                 let why = match breach {
                     Breach::ErrorRate { canary, baseline } => format!(
                         "canary {} error rate {} is more than {:.1} points above baseline {} {}",

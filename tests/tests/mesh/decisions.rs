@@ -78,7 +78,11 @@ impl Cell {
         assert!(formed, "the voters did not form a group");
         assert_ne!(caller.consensus.status().role, "voter");
         let voters = servers[0].consensus.status().voters;
-        assert_eq!(voters, ["srv-0", "srv-1", "srv-2"], "the caller has no [consensus]");
+        assert_eq!(
+            voters,
+            ["srv-0", "srv-1", "srv-2"],
+            "the caller has no [consensus]"
+        );
         Self {
             servers,
             configs,
@@ -323,4 +327,53 @@ async fn a_bad_canary_is_rolled_back_to_zero() {
         );
     }
     assert_eq!(cell.backends[2].behaviour.hits(), hits);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_service_gets_a_scaling_hint_and_the_hook_runs() {
+    let dir = tempfile::tempdir().unwrap();
+    let hook = dir.path().join("scale.sh");
+    let calls = dir.path().join("calls");
+    std::fs::write(
+        &hook,
+        format!("#!/bin/sh\necho \"$1 $2\" >> {}\n", calls.display()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&hook, std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    // Any load is "busy" against a 1 % utilization target: the hint goes to the maximum.
+    let scaling = format!(
+        "[[scaling]]\nservice = \"api\"\ntarget_utilization = 0.01\nmax_replicas = 5\n\
+         scale_hook = \"{}\"\n",
+        hook.display()
+    );
+    let cell = Cell::start(["v1", "v1", "v1"], &scaling).await;
+    for backend in &cell.backends {
+        backend.behaviour.set_delay(Duration::from_millis(20));
+    }
+    let (stop, mut load) = cell.load();
+    let hinted = eventually(Duration::from_secs(30), async || {
+        let services = json(&cell.caller, "/v1/services").await;
+        services["decisions"]["api"]["scaling"]["desired"] == 5
+    })
+    .await;
+    stop.store(true, Ordering::Relaxed);
+    while load.join_next().await.is_some() {}
+    assert!(
+        hinted,
+        "{:#}",
+        json(&cell.servers[0], "/v1/services").await["decisions"]
+    );
+    let metrics = admin_get(cell.servers[1].admin_addr, "/metrics").await.1;
+    assert!(
+        metrics.contains("plexus_scaling_desired_replicas{service=\"api\"} 5"),
+        "{metrics}"
+    );
+    // Every agent with the hook runs it once the hint is committed (bounded wait: the hook
+    // runs off the runtime).
+    let ran = eventually(Duration::from_secs(10), async || {
+        std::fs::read_to_string(&calls)
+            .is_ok_and(|c| c.lines().filter(|l| *l == "api 5").count() == 3)
+    })
+    .await;
+    assert!(ran, "hook calls: {:?}", std::fs::read_to_string(&calls));
 }
