@@ -133,8 +133,65 @@ impl FrameMessage for RaftEnvelope {
         if message.kind == RaftMessageKind::Snapshot && message.snapshot.is_none() {
             return Err("a snapshot message without a snapshot".into());
         }
+        // raft-rs trusts its peers: entries that are not the run `index + 1, index + 2, ...`
+        // with terms that never fall and never pass the message's make it slice out of bounds
+        // or abort. Such a message is refused here, before raft-rs sees it.
+        let mut previous_term = 0;
+        for (i, entry) in message.entries.iter().enumerate() {
+            if Some(entry.index) != message.index.checked_add(i as u64 + 1) {
+                return Err(format!(
+                    "entry {i} has index {}, not {} + {}",
+                    entry.index,
+                    message.index,
+                    i + 1
+                ));
+            }
+            if entry.term < previous_term || entry.term > message.term || entry.term == 0 {
+                return Err(format!(
+                    "entry {} has term {} out of order",
+                    entry.index, entry.term
+                ));
+            }
+            previous_term = entry.term;
+        }
+        if let Some(snapshot) = &message.snapshot {
+            check_conf(&snapshot.conf_state)?;
+            if snapshot.index == 0 || snapshot.term == 0 || snapshot.term > message.term {
+                return Err("a snapshot with a zero or future index or term".into());
+            }
+        }
         Ok(())
     }
+}
+
+/// A configuration raft-rs can restore: no ID twice in a list, none both voter and learner
+/// (incoming or outgoing), at least one voter.
+fn check_conf(conf: &RaftConfState) -> Result<(), String> {
+    let unique = |ids: &[u64]| {
+        let mut sorted = ids.to_vec();
+        sorted.sort_unstable();
+        sorted.windows(2).all(|w| w[0] != w[1]) && !sorted.contains(&0)
+    };
+    let lists = [
+        &conf.voters,
+        &conf.learners,
+        &conf.voters_outgoing,
+        &conf.learners_next,
+    ];
+    if !lists.iter().all(|ids| unique(ids)) {
+        return Err("a configuration lists a node twice, or node 0".into());
+    }
+    let overlaps = |a: &[u64], b: &[u64]| a.iter().any(|id| b.contains(id));
+    if overlaps(&conf.voters, &conf.learners)
+        || overlaps(&conf.voters_outgoing, &conf.learners)
+        || overlaps(&conf.voters, &conf.learners_next)
+    {
+        return Err("a configuration lists a node as voter and learner".into());
+    }
+    if conf.voters.is_empty() {
+        return Err("a configuration without voters".into());
+    }
+    Ok(())
 }
 
 #[cfg(test)]
@@ -196,6 +253,52 @@ mod tests {
         let mut missing = envelope();
         missing.message.kind = RaftMessageKind::Snapshot;
         assert!(missing.validate().is_err());
+    }
+
+    #[test]
+    fn entries_raft_rs_would_trip_over_are_refused() {
+        let mut gap = envelope();
+        gap.message.entries[0].index = 9;
+        assert!(gap.validate().is_err(), "not index + 1");
+        let mut future = envelope();
+        future.message.entries[0].term = 4;
+        assert!(future.validate().is_err(), "entry term above the message's");
+        let mut falling = envelope();
+        let mut second = falling.message.entries[0].clone();
+        second.index = 9;
+        second.term = 2;
+        falling.message.entries.push(second);
+        assert!(falling.validate().is_err(), "terms must not fall");
+        let snapshot = |conf: RaftConfState| {
+            let mut e = envelope();
+            e.message.kind = RaftMessageKind::Snapshot;
+            e.message.entries.clear();
+            e.message.snapshot = Some(RaftSnapshot {
+                data: vec![],
+                conf_state: conf,
+                index: 5,
+                term: 3,
+            });
+            e
+        };
+        let both = RaftConfState {
+            voters: vec![1, 2],
+            learners: vec![2],
+            ..RaftConfState::default()
+        };
+        assert!(snapshot(both).validate().is_err());
+        let twice = RaftConfState {
+            voters: vec![1, 1],
+            ..RaftConfState::default()
+        };
+        assert!(snapshot(twice).validate().is_err());
+        assert!(snapshot(RaftConfState::default()).validate().is_err());
+        let good = RaftConfState {
+            voters: vec![1, 2, 3],
+            learners: vec![4],
+            ..RaftConfState::default()
+        };
+        assert!(snapshot(good).validate().is_ok());
     }
 
     #[test]

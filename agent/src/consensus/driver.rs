@@ -3,6 +3,7 @@
 
 mod apply;
 mod cell;
+mod screen;
 
 pub(super) use apply::record_of_entry;
 
@@ -85,6 +86,10 @@ struct Driver {
     last_autopilot: Instant,
     last_publish: Instant,
     pending_membership: Option<u64>,
+    /// Peers a message could not be queued for during the current `Ready`.
+    unreachable: Vec<u64>,
+    /// Why consensus stopped on this node, if it did.
+    failed: Option<String>,
 }
 
 pub(super) fn spawn(
@@ -98,11 +103,15 @@ pub(super) fn spawn(
     } else {
         store.learned()
     };
+    let mut unreadable = None;
     let state = match saved.filter(|data| !data.is_empty()) {
         None => CommittedState::default(),
         Some(data) => CommittedState::decode(&data, plexus_protocol::consensus::MAX_SNAPSHOT_DATA)
             .unwrap_or_else(|reason| {
-                tracing::error!(%reason, "persisted decision state unreadable; starting empty");
+                // Applying entries on top of an empty state would commit a wrong state and
+                // serve it to others: stay out of the group instead.
+                tracing::error!(%reason, "persisted decision state unreadable; consensus stays off");
+                unreadable = Some(format!("persisted decision state unreadable: {reason}"));
                 CommittedState::default()
             }),
     };
@@ -137,8 +146,10 @@ pub(super) fn spawn(
         last_autopilot: Instant::now(),
         last_publish: Instant::now(),
         pending_membership: None,
+        unreachable: Vec::new(),
+        failed: unreadable,
     };
-    if driver.store.initialized() {
+    if driver.store.initialized() && driver.failed.is_none() {
         driver.start_node()?;
     }
     // Where this node stands is known before the first tick (a restarted voter is a voter).
@@ -202,6 +213,9 @@ impl Driver {
     }
 
     fn tick(&mut self) {
+        if self.failed.is_some() {
+            return;
+        }
         self.refresh_peers();
         match self.raw.as_mut() {
             Some(raw) => {
@@ -209,7 +223,8 @@ impl Driver {
             }
             None => self.maybe_bootstrap(),
         }
-        if !self.in_group() {
+        self.leave_if_removed();
+        if self.raw.is_none() {
             self.learn_from_gossip();
         }
         if self.last_autopilot.elapsed() >= AUTOPILOT_EVERY {
@@ -220,37 +235,26 @@ impl Driver {
     }
 
     fn step(&mut self, envelope: RaftEnvelope) {
-        if envelope.message.to != self.id {
+        if envelope.message.to != self.id || self.failed.is_some() {
             return;
         }
         let from = envelope.message.from;
-        let conf = &self.conf;
-        let members = [
-            &conf.voters,
-            &conf.learners,
-            &conf.voters_outgoing,
-            &conf.learners_next,
-        ];
-        if self.raw.is_some()
-            && !conf.voters.is_empty()
-            && !members.iter().any(|ids| ids.contains(&from))
-        {
-            // A certified agent that is not in the group has nothing to say to it (a stray
-            // group, or a removed voter that has not noticed): it must not disturb the term.
-            self.telemetry
-                .counter(names::RAFT_MESSAGES_DROPPED, &[("reason", "not_a_member")])
-                .increment(1);
-            return;
-        }
+        let message = match screen::screen(self.raw.as_ref(), &self.conf, envelope.message) {
+            Ok(message) => message,
+            Err(reason) => {
+                self.telemetry
+                    .counter(names::RAFT_MESSAGES_DROPPED, &[("reason", reason)])
+                    .increment(1);
+                return;
+            }
+        };
         let sender = envelope.sender.to_string();
-        self.peers
-            .entry(envelope.message.from)
-            .or_insert((sender, None));
+        self.peers.entry(from).or_insert((sender, None));
         if self.raw.is_none() {
             // Only a leader's message starts an empty node (one adding it as a learner, or a
-            // group formed before this node bootstrapped); an empty node must not vote.
+            // group formed before this node bootstrapped).
             if !matches!(
-                envelope.message.kind,
+                message.kind,
                 RaftMessageKind::Append | RaftMessageKind::Snapshot | RaftMessageKind::Heartbeat
             ) {
                 return;
@@ -261,9 +265,25 @@ impl Driver {
             }
         }
         let Some(raw) = self.raw.as_mut() else { return };
-        if let Err(error) = raw.step(from_wire(envelope.message)) {
-            tracing::debug!(%error, "raft message not taken");
+        let stepped = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            raw.step(from_wire(message))
+        }));
+        match stepped {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => tracing::debug!(%error, "raft message not taken"),
+            Err(_) => self.fail("raft-rs aborted on a peer's message"),
         }
+    }
+
+    /// Stops consensus on this node for good, keeping the last committed state (fail static):
+    /// a log this node cannot trust must not vote, lead or be served to others.
+    pub(super) fn fail(&mut self, why: &str) {
+        tracing::error!(
+            reason = why,
+            "consensus stopped on this node; serving the last committed state"
+        );
+        self.failed = Some(why.to_owned());
+        self.raw = None;
     }
 
     fn command(&mut self, command: Command) {

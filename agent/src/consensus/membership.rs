@@ -82,17 +82,26 @@ pub fn plan_step(group: &Group, members: &[Candidate], dead_after: Duration) -> 
         return None;
     }
     let member = |id: &str| members.iter().find(|m| m.node_id == id);
-    let gone = |id: &str| member(id).is_none_or(|m| !m.healthy && m.down_for >= dead_after);
+    // Down for long enough, on gossip's word: a member missing from the view is no evidence
+    // (a leader that has just started sees few members).
+    let gone = |id: &str| member(id).is_some_and(|m| !m.healthy && m.down_for >= dead_after);
+    let down_for = |id: &str| member(id).map_or(dead_after, |m| m.down_for);
+    if let Some(node) = group.learners.iter().find(|l| gone(l)) {
+        // A learner that died before it caught up would block every later step.
+        return Some(Step::Remove {
+            node: node.clone(),
+            down_for: down_for(node),
+        });
+    }
     if let Some(node) = group.learners.iter().find(|l| group.caught_up.contains(l)) {
         return Some(Step::Promote { node: node.clone() });
     }
     let dead: Vec<&String> = group.voters.iter().filter(|v| gone(v)).collect();
     if group.voters.len() > group.target {
         if let Some(node) = dead.first() {
-            let down_for = member(node).map_or(dead_after, |m| m.down_for);
             return Some(Step::Remove {
                 node: (*node).clone(),
-                down_for,
+                down_for: down_for(node),
             });
         }
     }

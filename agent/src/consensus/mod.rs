@@ -73,7 +73,8 @@ impl Default for ConsensusSettings {
 /// Where this agent stands in the decision group.
 #[derive(Debug, Clone, Default, Serialize, PartialEq)]
 pub struct ConsensusStatus {
-    /// `voter`, `learner`, `non_voter` (learns from gossip), or `waiting` (no group yet).
+    /// `voter`, `learner`, `non_voter` (learns from gossip), `waiting` (no group yet), or
+    /// `failed` (consensus stopped on this node; it serves its last committed state).
     pub role: &'static str,
     pub raft_id: u64,
     pub term: u64,

@@ -217,7 +217,8 @@ impl LogStore {
     /// Whether this node holds any Raft state (it was bootstrapped or has been sent a snapshot).
     pub fn initialized(&self) -> bool {
         let core = self.core.read().expect("log lock poisoned");
-        !core.snapshot.conf.voters.is_empty() || core.snapshot.index > 0
+        // A node that has voted holds a term: bootstrapping must never lower it.
+        !core.snapshot.conf.voters.is_empty() || core.snapshot.index > 0 || core.hard.term > 0
     }
 
     /// The last applied state (the snapshot record).
@@ -313,8 +314,17 @@ impl LogStore {
         })
     }
 
-    /// Commits one step's writes to disk (fsync), then to memory.
+    /// Commits one step's writes to disk (fsync), then to memory. A step with nothing to keep
+    /// (a heartbeat) writes nothing.
     pub fn persist(&self, batch: Batch<'_>) -> Result<(), StoreError> {
+        if batch.entries.is_empty()
+            && batch.hard_state.is_none()
+            && batch.received.is_none()
+            && batch.applied.is_none()
+        {
+            return Ok(());
+        }
+        let snapshot_changed = batch.received.is_some() || batch.applied.is_some();
         let mut core = self.core.write().expect("log lock poisoned");
         let mut next = LogCore {
             hard: core.hard,
@@ -327,7 +337,8 @@ impl LogStore {
         {
             let mut log = txn.open_table(LOG).map_err(|e| err(e.into()))?;
             let mut meta = txn.open_table(META).map_err(|e| err(e.into()))?;
-            let mut entries = std::mem::take(&mut core.entries);
+            // A copy: on any error the in-memory log stays as it was (a few hundred entries).
+            let mut entries = core.entries.clone();
             if let Some(received) = batch.received {
                 entries.clear();
                 log.retain(|_, _| false).map_err(|e| err(e.into()))?;
@@ -367,10 +378,14 @@ impl LogStore {
                 log.retain_in(..=behind, |_, _| false)
                     .map_err(|e| err(e.into()))?;
             }
-            meta.insert(HARD_STATE, encode(&next.hard).as_slice())
-                .map_err(|e| err(e.into()))?;
-            meta.insert(SNAPSHOT, encode(&next.snapshot).as_slice())
-                .map_err(|e| err(e.into()))?;
+            if next.hard != core.hard {
+                meta.insert(HARD_STATE, encode(&next.hard).as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
+            if snapshot_changed {
+                meta.insert(SNAPSHOT, encode(&next.snapshot).as_slice())
+                    .map_err(|e| err(e.into()))?;
+            }
             next.entries = entries;
         }
         match txn.commit() {
@@ -378,12 +393,7 @@ impl LogStore {
                 *core = next;
                 Ok(())
             }
-            Err(e) => {
-                // Nothing reached the disk; reload what did, so memory and disk agree.
-                drop(core);
-                self.load()?;
-                Err(err(e.into()))
-            }
+            Err(e) => Err(err(e.into())),
         }
     }
 }

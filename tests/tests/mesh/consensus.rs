@@ -14,6 +14,8 @@ use crate::PATIENCE;
 /// A cell of agent processes on fixed ports, each with its own data directory.
 struct Cell {
     mesh: Mesh,
+    /// How many voters the group has (`bootstrap_expect`).
+    expect: usize,
     configs: Vec<PathBuf>,
     admins: Vec<SocketAddr>,
     agents: Vec<Option<AgentProcess>>,
@@ -53,6 +55,7 @@ impl Cell {
         }
         Self {
             mesh,
+            expect,
             configs,
             admins,
             agents,
@@ -142,6 +145,10 @@ impl Cell {
                 return false;
             }
             seen = logs.clone();
+            // Every running voter answers (a restarted one that did not rejoin fails here).
+            if logs.len() != self.expect.min(self.running().len()) {
+                return false;
+            }
             let Some(last) = logs[0].last().cloned() else {
                 return false;
             };
@@ -204,6 +211,17 @@ async fn three_voters_elect_a_leader_and_another_after_kill_9() {
     cell.restart(index_of(&leader)).await;
     let rejoined = cell.identical_logs(PATIENCE).await;
     extends(&rejoined, &after);
+
+    // Every voter killed at once: what was committed is on disk, nobody repairs it.
+    for i in 0..3 {
+        cell.kill(i);
+    }
+    for i in 0..3 {
+        cell.restart(i).await;
+    }
+    cell.wait_for_leader(PATIENCE).await;
+    let restarted = cell.identical_logs(PATIENCE).await;
+    extends(&restarted, &rejoined);
     drop(cell.mesh);
 }
 
@@ -214,7 +232,7 @@ async fn a_leader_stopped_gracefully_hands_over_first() {
     let before = cell.identical_logs(PATIENCE).await;
     let i = index_of(&leader);
     if let Some(mut agent) = cell.agents[i].take() {
-        agent.terminate();
+        tokio::task::block_in_place(|| agent.terminate());
     }
     // Handed over before it exited: the others agree on a successor at once, well inside
     // the 500 ms election timeout an election after a crash would need.

@@ -372,7 +372,7 @@ async fn a_busy_service_gets_a_scaling_hint_and_the_hook_runs() {
     // runs off the runtime).
     let ran = eventually(Duration::from_secs(10), async || {
         std::fs::read_to_string(&calls)
-            .is_ok_and(|c| c.lines().filter(|l| *l == "api 5").count() == 3)
+            .is_ok_and(|c| c.lines().filter(|l| *l == "api 5").count() >= 3)
     })
     .await;
     assert!(ran, "hook calls: {:?}", std::fs::read_to_string(&calls));

@@ -23,7 +23,21 @@ impl Driver {
         let Some(mut raw) = self.raw.take() else {
             return Ok(());
         };
-        let result = self.handle_ready(&mut raw);
+        let handled =
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| self.handle_ready(&mut raw)));
+        let result = match handled {
+            Ok(result) => result,
+            Err(_) => {
+                self.fail("raft-rs aborted while handling a Ready");
+                return Ok(());
+            }
+        };
+        if self.failed.is_some() {
+            return Ok(());
+        }
+        for id in self.unreachable.drain(..) {
+            raw.report_unreachable(id);
+        }
         self.raw = Some(raw);
         result
     }
@@ -38,6 +52,9 @@ impl Driver {
         if !ready.snapshot().is_empty() {
             let record = record_of(ready.snapshot());
             self.restore(&record);
+            if self.failed.is_some() {
+                return Ok(());
+            }
             received = Some(record);
         }
         let applied = self.apply(raw, ready.take_committed_entries());
@@ -65,7 +82,9 @@ impl Driver {
         match CommittedState::decode(&record.data, plexus_protocol::consensus::MAX_SNAPSHOT_DATA) {
             Ok(state) => self.state = state,
             Err(reason) => {
-                tracing::error!(%reason, "snapshot from the leader is unreadable");
+                // Stamping the old state with the snapshot's index would serve a wrong state.
+                self.fail(&format!("snapshot from the leader is unreadable: {reason}"));
+                return;
             }
         }
         self.state.applied_index = record.index;
@@ -171,9 +190,8 @@ impl Driver {
                 self.telemetry
                     .counter(names::RAFT_MESSAGES_DROPPED, &[])
                     .increment(1);
-                if let Some(raw) = self.raw.as_mut() {
-                    raw.report_unreachable(to);
-                }
+                // Reported once the `Ready` is handled (raw-rs is borrowed until then).
+                self.unreachable.push(to);
             }
         }
     }
@@ -188,7 +206,9 @@ impl Driver {
         };
         let status = match &self.raw {
             None => ConsensusStatus {
-                role: if self.state.voters.is_empty() {
+                role: if self.failed.is_some() {
+                    "failed"
+                } else if self.state.voters.is_empty() {
                     "waiting"
                 } else {
                     "non_voter"

@@ -46,11 +46,6 @@ impl Driver {
             .collect()
     }
 
-    pub(super) fn in_group(&self) -> bool {
-        self.raw.is_some()
-            && (self.conf.voters.contains(&self.id) || self.conf.learners.contains(&self.id))
-    }
-
     /// A voter removed from the group while it was away comes back with its old configuration:
     /// the others no longer talk to it, and it would serve its old state for ever. When the
     /// voters of a newer committed state (one a majority of them publish) do not include this
@@ -81,11 +76,40 @@ impl Driver {
             return;
         };
         tracing::warn!(%publisher, voters = ?summary.voters, applied = self.state.applied_index,
-            "this node was removed from the decision group while away; it now learns decisions from gossip");
+            "this node was removed from the decision group while away");
+        self.forget_group();
+    }
+
+    /// A node that applied its own removal (a configuration without it) leaves the group too.
+    pub(super) fn leave_if_removed(&mut self) {
+        let conf = &self.conf;
+        let removed = self.raw.is_some()
+            && !conf.voters.is_empty()
+            && !conf.voters.contains(&self.id)
+            && !conf.learners.contains(&self.id)
+            && !conf.learners_next.contains(&self.id);
+        if removed {
+            tracing::warn!(voters = ?conf.voters, "this node was removed from the decision group");
+            self.forget_group();
+        }
+    }
+
+    /// Forgets the Raft state (keeping what was applied), withdraws this node's summary from
+    /// gossip (a summary with no voters, which nobody trusts), and learns from gossip again.
+    fn forget_group(&mut self) {
         self.raw = None;
         self.conf = plexus_protocol::RaftConfState::default();
         if let Err(error) = self.store.reset() {
             tracing::error!(%error, "cannot forget the old Raft state");
+        }
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(&plexus_protocol::ConsensusSummary {
+                term: 0,
+                leader: None,
+                commit: 0,
+                voters: Vec::new(),
+                state: self.state.clone(),
+            });
         }
     }
 
@@ -221,7 +245,19 @@ impl Driver {
         else {
             return;
         };
-        let name = |id: &u64| self.peers.get(id).map(|(n, _)| n.clone());
+        let me = self.node.to_string();
+        let name = |id: &u64| {
+            if *id == self.id {
+                Some(me.clone())
+            } else {
+                self.peers.get(id).map(|(n, _)| n.clone())
+            }
+        };
+        let known = |ids: &[u64]| ids.iter().all(|id| name(id).is_some());
+        if !known(&self.conf.voters) || !known(&self.conf.learners) {
+            // A member this node cannot name yet: no membership step on partial knowledge.
+            return;
+        }
         let commit = raw.raft.raft_log.committed;
         let group = Group {
             voters: self.conf.voters.iter().filter_map(name).collect(),

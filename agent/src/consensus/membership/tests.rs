@@ -152,3 +152,29 @@ fn nothing_happens_too_early_while_pending_or_without_a_candidate() {
         None
     );
 }
+
+#[test]
+fn a_voter_missing_from_the_view_is_no_evidence_and_a_dead_learner_is_removed() {
+    // The leader has just started: it sees only itself and one other member.
+    let partial = vec![member("a", ""), member("b", "")];
+    assert_eq!(
+        plan_step(&group(&["a", "b", "c"]), &partial, DEAD_AFTER),
+        None
+    );
+    let members = vec![
+        member("a", ""),
+        member("b", ""),
+        dead("c", "", 60),
+        dead("d", "", 45),
+        member("e", ""),
+    ];
+    let mut g = group(&["a", "b", "c"]);
+    g.learners = vec!["d".into()];
+    assert_eq!(
+        plan_step(&g, &members, DEAD_AFTER),
+        Some(Step::Remove {
+            node: "d".into(),
+            down_for: Duration::from_secs(45)
+        })
+    );
+}
