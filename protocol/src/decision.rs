@@ -399,12 +399,16 @@ pub struct ConsensusSummary {
     pub voters: Vec<NodeId>,
     /// The committed state the publisher has applied.
     pub state: CommittedState,
+    /// Before any group exists: the first voters this node would form the group with. A group
+    /// forms only once every one of them proposes the same set, so two agents that saw
+    /// different members cannot start two groups.
+    pub proposed: Vec<NodeId>,
 }
 
 impl ConsensusSummary {
     /// Encodes the summary, refusing one over [`CONSENSUS_SUMMARY_BUDGET`].
     pub fn encode(&self) -> Result<Vec<u8>, String> {
-        if self.voters.len() > MAX_VOTERS {
+        if self.voters.len() > MAX_VOTERS || self.proposed.len() > MAX_VOTERS {
             return Err(format!("more than {MAX_VOTERS} voters"));
         }
         encode_within(self, CONSENSUS_SUMMARY_BUDGET)
@@ -413,7 +417,7 @@ impl ConsensusSummary {
     /// Decodes a summary; total.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
         let summary: Self = decode_exact(bytes, CONSENSUS_SUMMARY_BUDGET)?;
-        if summary.voters.len() > MAX_VOTERS {
+        if summary.voters.len() > MAX_VOTERS || summary.proposed.len() > MAX_VOTERS {
             return Err(format!("more than {MAX_VOTERS} voters"));
         }
         Ok(summary)

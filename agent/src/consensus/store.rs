@@ -32,6 +32,7 @@ const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
 const SNAPSHOT: &str = "snapshot";
 const LEARNED: &str = "learned";
+const REMOVED: &str = "removed";
 /// Entries kept behind the snapshot after compaction.
 pub const KEEP_ENTRIES: u64 = 256;
 /// Compaction runs once this many entries are behind the snapshot.
@@ -99,6 +100,8 @@ struct LogCore {
     entries: Vec<Entry>,
     /// The committed state a non-voter last learned from gossip (encoded).
     learned: Option<Vec<u8>>,
+    /// This node was removed from the group (only the leader may add it back).
+    removed: bool,
 }
 
 impl LogCore {
@@ -169,6 +172,7 @@ impl LogStore {
                 if let Some(bytes) = meta.get(LEARNED).map_err(|e| err(e.into()))? {
                     core.learned = Some(bytes.value().to_vec());
                 }
+                core.removed = meta.get(REMOVED).map_err(|e| err(e.into()))?.is_some();
             }
             Err(redb::TableError::TableDoesNotExist(_)) => {}
             Err(e) => return Err(err(e.into())),
@@ -266,13 +270,21 @@ impl LogStore {
             meta.remove(SNAPSHOT).map_err(|e| err(e.into()))?;
             meta.insert(LEARNED, learned.as_slice())
                 .map_err(|e| err(e.into()))?;
+            meta.insert(REMOVED, &[1u8][..])
+                .map_err(|e| err(e.into()))?;
         }
         txn.commit().map_err(|e| err(e.into()))?;
         *core = LogCore {
             learned: Some(learned),
+            removed: true,
             ..LogCore::default()
         };
         Ok(())
+    }
+
+    /// Whether this node was removed from the group (see [`LogStore::reset`]).
+    pub fn was_removed(&self) -> bool {
+        self.core.read().expect("log lock poisoned").removed
     }
 
     /// The hard state's commit index.
@@ -331,6 +343,7 @@ impl LogStore {
             snapshot: core.snapshot.clone(),
             entries: Vec::new(),
             learned: core.learned.clone(),
+            removed: core.removed,
         };
         let err = |e: redb::Error| db_error(&self.path, e);
         let txn = self.db.begin_write().map_err(|e| err(e.into()))?;

@@ -260,6 +260,7 @@ impl Driver {
                         voters
                     },
                     state: self.state.clone(),
+                    proposed: Vec::new(),
                 });
             }
         }

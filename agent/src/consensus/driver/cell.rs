@@ -109,6 +109,7 @@ impl Driver {
                 commit: 0,
                 voters: Vec::new(),
                 state: self.state.clone(),
+                proposed: Vec::new(),
             });
         }
     }
@@ -165,16 +166,19 @@ impl Driver {
         let members = self.candidates();
         let view = self.view.borrow().clone();
         let me = self.node.as_str();
-        let published: Vec<&plexus_protocol::ConsensusSummary> = view
+        let groups: Vec<&plexus_protocol::ConsensusSummary> = view
             .members
             .iter()
             .filter_map(|m| m.consensus.as_ref())
+            .filter(|c| !c.voters.is_empty())
             .collect();
-        let voters = if let Some(group) = published.first() {
-            // A group exists: join it as a first voter if it names this node, otherwise wait
-            // for its leader to add this node (or learn its decisions from gossip).
-            if !published.iter().all(|g| g.voters == group.voters)
+        let voters = if let Some(group) = groups.first() {
+            // A group exists: join it as a first voter if it names this node (and this node
+            // was never removed from it: then only the leader may add it back), otherwise
+            // wait for its leader to add this node (or learn its decisions from gossip).
+            if !groups.iter().all(|g| g.voters == group.voters)
                 || !group.voters.iter().any(|v| v.as_str() == me)
+                || self.store.was_removed()
             {
                 return;
             }
@@ -201,7 +205,11 @@ impl Driver {
                     return;
                 }
             }
-            choose_voters(&members, expect)
+            let mine = choose_voters(&members, expect);
+            if !self.agreed(&view, &mine) {
+                return;
+            }
+            mine
         };
         if !voters.iter().any(|v| v == me) {
             return;
@@ -229,6 +237,31 @@ impl Driver {
         if let Err(error) = self.start_node() {
             tracing::error!(%error, "cannot start the Raft node");
         }
+    }
+
+    /// Publishes this node's proposed first voters, and says whether every one of them proposes
+    /// the same set (then, and only then, the group forms).
+    fn agreed(&self, view: &crate::gossip::MeshView, mine: &[String]) -> bool {
+        let proposed: Vec<NodeId> = mine
+            .iter()
+            .filter_map(|v| NodeId::new(v.clone()).ok())
+            .collect();
+        if let Some(publisher) = &self.publisher {
+            publisher.publish(&plexus_protocol::ConsensusSummary {
+                term: 0,
+                leader: None,
+                commit: 0,
+                voters: Vec::new(),
+                state: CommittedState::default(),
+                proposed: proposed.clone(),
+            });
+        }
+        let me = self.node.as_str();
+        mine.iter().filter(|v| v.as_str() != me).all(|voter| {
+            view.members.iter().any(|m| {
+                m.node_id == *voter && m.consensus.as_ref().is_some_and(|c| c.proposed == proposed)
+            })
+        })
     }
 
     /// The leader's Autopilot: at most one membership step at a time.

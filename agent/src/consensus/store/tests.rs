@@ -178,6 +178,10 @@ fn a_reset_forgets_the_raft_state_but_keeps_what_was_applied() {
     }
     let store = LogStore::open(dir.path()).unwrap();
     assert!(!store.initialized());
+    assert!(
+        store.was_removed(),
+        "a removed node must be added back by the leader"
+    );
     assert!(store.initial_state().unwrap().conf_state.voters.is_empty());
     assert_eq!(store.learned().as_deref(), Some(&b"applied state"[..]));
 }
