@@ -56,13 +56,7 @@ impl Driver {
         }
         let me = self.node.as_str();
         let view = self.view.borrow().clone();
-        let published: Vec<(&str, &plexus_protocol::ConsensusSummary)> = view
-            .members
-            .iter()
-            .filter(|m| !m.local && m.state.routable())
-            .filter_map(|m| m.consensus.as_ref().map(|c| (m.node_id.as_str(), c)))
-            .filter(|(node, c)| c.voters.iter().any(|v| v.as_str() == *node))
-            .collect();
+        let published = voter_summaries(&view);
         let removed = published.iter().find(|(_, summary)| {
             let agreeing = published
                 .iter()
@@ -119,13 +113,7 @@ impl Driver {
     /// voters and whose voter set a majority of those voters publish too.
     pub(super) fn learn_from_gossip(&mut self) {
         let view = self.view.borrow().clone();
-        let published: Vec<(&str, &plexus_protocol::ConsensusSummary)> = view
-            .members
-            .iter()
-            .filter(|m| !m.local && m.state.routable())
-            .filter_map(|m| m.consensus.as_ref().map(|c| (m.node_id.as_str(), c)))
-            .filter(|(node, c)| c.voters.iter().any(|v| v.as_str() == *node))
-            .collect();
+        let published = voter_summaries(&view);
         let known = &self.state.voters;
         let trusted = |node: &str, summary: &plexus_protocol::ConsensusSummary| {
             if !known.is_empty() {
@@ -400,4 +388,17 @@ pub(super) fn conf_change(change: &MembershipChange) -> ConfChangeV2 {
     let mut cc = ConfChangeV2::default();
     cc.set_changes(vec![single].into());
     cc
+}
+
+/// The consensus summaries routable peers publish as voters of the set they name (a summary
+/// whose publisher is not among its own voters is a proposal or a withdrawal: never trusted).
+fn voter_summaries(
+    view: &crate::gossip::MeshView,
+) -> Vec<(&str, &plexus_protocol::ConsensusSummary)> {
+    view.members
+        .iter()
+        .filter(|m| !m.local && m.state.routable())
+        .filter_map(|m| m.consensus.as_ref().map(|c| (m.node_id.as_str(), c)))
+        .filter(|(node, c)| c.voters.iter().any(|v| v.as_str() == *node))
+        .collect()
 }
