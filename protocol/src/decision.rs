@@ -16,6 +16,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::frame::{bincode_config, decode_exact, encode_within};
 use crate::identity::{NodeId, ServiceName};
+use crate::trust::{AccessPolicy, CaKey, JoinToken, TrustState, TrustedRoot};
 
 /// Committed weights are integers in thousandths: 1000 is an endpoint's full share.
 pub const FULL_WEIGHT: u32 = 1000;
@@ -87,6 +88,40 @@ pub enum DecisionKind {
     },
     /// The voter set changed (recorded after the membership change took effect).
     Voters { voters: Vec<NodeId> },
+    /// The mesh CA enters the log (from a voter's `tls.ca_key`), with the join tokens
+    /// `plexus pki init` made beside it.
+    TrustInit {
+        root: TrustedRoot,
+        key: CaKey,
+        tokens: Vec<(String, JoinToken)>,
+    },
+    /// A new root, cross-signed by the current issuer, becomes the issuer; every agent trusts
+    /// both until the previous one's `retire_previous_at_ms`.
+    CaRotate {
+        root: TrustedRoot,
+        key: CaKey,
+        cross_signed: Vec<u8>,
+        retire_previous_at_ms: u64,
+    },
+    /// A superseded root stops being trusted (no leaf it signed is still valid).
+    CaRetire { serial: String },
+    /// A join token is made.
+    TokenCreate { id: String, token: JoinToken },
+    /// A join token is refused from now on.
+    TokenRevoke { id: String },
+    /// A node received its first certificate with a join token.
+    Joined { token: String, node: NodeId },
+    /// The cell's access policy is replaced.
+    Policy { policy: AccessPolicy },
+    /// A node is quarantined: its certificates are denied everywhere and it leaves every
+    /// endpoint set. The reports behind it are the decision's evidence.
+    Quarantine {
+        node: NodeId,
+        serials: Vec<String>,
+        observers: Vec<NodeId>,
+    },
+    /// A node's quarantine ends.
+    Release { node: NodeId },
 }
 
 impl DecisionKind {
@@ -98,6 +133,15 @@ impl DecisionKind {
             Self::CanaryStep { .. } => "canary_step",
             Self::ScalingHint { .. } => "scaling_hint",
             Self::Voters { .. } => "voters",
+            Self::TrustInit { .. } => "trust_init",
+            Self::CaRotate { .. } => "ca_rotate",
+            Self::CaRetire { .. } => "ca_retire",
+            Self::TokenCreate { .. } => "token_create",
+            Self::TokenRevoke { .. } => "token_revoke",
+            Self::Joined { .. } => "joined",
+            Self::Policy { .. } => "policy",
+            Self::Quarantine { .. } => "quarantine",
+            Self::Release { .. } => "release",
         }
     }
 
@@ -108,7 +152,7 @@ impl DecisionKind {
             | Self::CanaryStart { service, .. }
             | Self::CanaryStep { service, .. }
             | Self::ScalingHint { service, .. } => Some(service),
-            Self::Voters { .. } => None,
+            _ => None,
         }
     }
 }
@@ -209,6 +253,8 @@ pub struct CommittedState {
     /// The committed voter set, as last recorded.
     pub voters: Vec<NodeId>,
     pub services: BTreeMap<ServiceName, ServiceDecisions>,
+    /// Roots, CA keys (Raft group only), join tokens, access policy, quarantine.
+    pub trust: TrustState,
 }
 
 impl CommittedState {
@@ -265,6 +311,15 @@ impl CommittedState {
                 });
             }
             DecisionKind::Voters { voters } => self.voters = voters.clone(),
+            _ => self.trust.apply(index, decision),
+        }
+    }
+
+    /// The state as agents outside the Raft group may see it (gossip, admin): no CA keys.
+    pub fn without_keys(&self) -> Self {
+        Self {
+            trust: self.trust.without_keys(),
+            ..self.clone()
         }
     }
 
@@ -331,7 +386,7 @@ impl Decision {
             DecisionKind::Voters { voters } if voters.len() > MAX_VOTERS => {
                 return Err(format!("more than {MAX_VOTERS} voters"));
             }
-            _ => {}
+            kind => crate::trust::validate_kind(kind)?,
         }
         Ok(())
     }
@@ -411,6 +466,11 @@ impl ConsensusSummary {
         if self.voters.len() > MAX_VOTERS || self.proposed.len() > MAX_VOTERS {
             return Err(format!("more than {MAX_VOTERS} voters"));
         }
+        if !self.state.trust.keys.is_empty() {
+            return Err(
+                "a summary never carries CA keys (use CommittedState::without_keys)".into(),
+            );
+        }
         encode_within(self, CONSENSUS_SUMMARY_BUDGET)
     }
 
@@ -419,6 +479,9 @@ impl ConsensusSummary {
         let summary: Self = decode_exact(bytes, CONSENSUS_SUMMARY_BUDGET)?;
         if summary.voters.len() > MAX_VOTERS || summary.proposed.len() > MAX_VOTERS {
             return Err(format!("more than {MAX_VOTERS} voters"));
+        }
+        if !summary.state.trust.keys.is_empty() {
+            return Err("a summary carries CA keys".into());
         }
         Ok(summary)
     }

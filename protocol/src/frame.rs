@@ -41,6 +41,9 @@ pub enum FrameType {
     /// One Raft message between two agents of the decision group, on its own unidirectional
     /// stream: a [`crate::RaftEnvelope`].
     Raft = 5,
+    /// A request to the Raft leader and its answer, on their own bidirectional stream:
+    /// [`crate::LeaderRequest`], then [`crate::LeaderReply`] (certificates, operator actions).
+    Leader = 6,
 }
 
 impl FrameType {
@@ -52,6 +55,7 @@ impl FrameType {
             3 => Some(Self::Gossip),
             4 => Some(Self::GossipLeave),
             5 => Some(Self::Raft),
+            6 => Some(Self::Leader),
             _ => None,
         }
     }

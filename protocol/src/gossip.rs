@@ -256,6 +256,91 @@ impl DependencyEdges {
     }
 }
 
+/// Largest encoded [`PeerObservations`] a node may publish, in bytes (before base64).
+pub const OBSERVATIONS_BUDGET: usize = 2048;
+/// Most reports one node publishes at once.
+pub const MAX_REPORTS_PER_NODE: usize = 24;
+
+/// What this node currently observes about its peers' behaviour: the evidence quarantine rests
+/// on. Each node speaks only for itself (the value is sealed with its key), so a verdict can
+/// count distinct observers.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct PeerObservations {
+    pub reports: Vec<PeerReport>,
+}
+
+/// One anomaly this node sees in one peer.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PeerReport {
+    pub subject: NodeId,
+    pub signal: AnomalySignal,
+    /// The measured value (a rate per second, or a share 0..=1 for error rates).
+    pub value: f32,
+    /// What it was compared with (the mesh's value as this node sees it).
+    pub reference: f32,
+    /// Unix milliseconds since when the anomaly has held without a break.
+    pub since_ms: u64,
+}
+
+/// What kind of misbehaviour a report is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+pub enum AnomalySignal {
+    /// Requests to the peer fail far more often than to the rest of the mesh.
+    ErrorRate,
+    /// Connections or streams with the peer are reset far more often.
+    ResetRate,
+    /// The peer broke the TLS handshake rules (bad certificate, wrong identity).
+    HandshakeViolation,
+    /// The peer sent malformed frames or messages.
+    ProtocolViolation,
+    /// The peer called services the access policy does not allow it.
+    PolicyRefusals,
+    /// The peer sends far more traffic than its own history.
+    TrafficSurge,
+}
+
+impl AnomalySignal {
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::ErrorRate => "error_rate",
+            Self::ResetRate => "reset_rate",
+            Self::HandshakeViolation => "handshake_violation",
+            Self::ProtocolViolation => "protocol_violation",
+            Self::PolicyRefusals => "policy_refusals",
+            Self::TrafficSurge => "traffic_surge",
+        }
+    }
+}
+
+impl PeerObservations {
+    /// Encodes the reports, refusing more than [`MAX_REPORTS_PER_NODE`] or over the budget.
+    pub fn encode(&self) -> Result<Vec<u8>, String> {
+        self.validate()?;
+        encode_within(self, OBSERVATIONS_BUDGET)
+    }
+
+    /// Decodes and checks reports.
+    pub fn decode(bytes: &[u8]) -> Result<Self, String> {
+        let observations: Self = decode_exact(bytes, OBSERVATIONS_BUDGET)?;
+        observations.validate()?;
+        Ok(observations)
+    }
+
+    fn validate(&self) -> Result<(), String> {
+        if self.reports.len() > MAX_REPORTS_PER_NODE {
+            return Err(format!(
+                "{} reports, more than {MAX_REPORTS_PER_NODE}",
+                self.reports.len()
+            ));
+        }
+        for report in &self.reports {
+            check_rate("value", report.value)?;
+            check_rate("reference", report.reference)?;
+        }
+        Ok(())
+    }
+}
+
 fn check_label(what: &str, value: &str) -> Result<(), String> {
     if value.len() > MAX_LABEL_LEN {
         return Err(format!("{what} longer than {MAX_LABEL_LEN} bytes"));

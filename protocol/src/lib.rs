@@ -17,6 +17,7 @@ pub mod frame;
 pub mod gossip;
 pub mod identity;
 pub mod stream;
+pub mod trust;
 
 pub use consensus::{
     RaftConfState, RaftEntry, RaftEntryKind, RaftEnvelope, RaftMessage, RaftMessageKind,
@@ -29,8 +30,12 @@ pub use decision::{
 };
 pub use frame::{Frame, FrameError, FrameHeader, FrameType, FRAME_HEADER_LEN, MAX_FRAME_PAYLOAD};
 pub use gossip::{
-    DependencyEdge, DependencyEdges, GossipLeave, GossipMessage, NodeSummary, SealedValue,
-    ServiceSummary,
+    AnomalySignal, DependencyEdge, DependencyEdges, GossipLeave, GossipMessage, NodeSummary,
+    PeerObservations, PeerReport, SealedValue, ServiceSummary,
 };
 pub use identity::{IdentityError, NodeId, ServiceName, SpiffeId, TrustDomain};
 pub use stream::{AppProtocol, OpenReply, Refusal, StreamHeader};
+pub use trust::{
+    AccessPolicy, CaKey, JoinToken, LeaderReply, LeaderRequest, OperatorAction, PolicyAction,
+    PolicyRule, QuarantineRecord, TrustState, TrustedRoot,
+};

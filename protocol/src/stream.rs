@@ -62,6 +62,8 @@ pub enum Refusal {
     LocalConnectFailed,
     /// The service has as many requests in flight as its capacity allows: try another endpoint.
     Overloaded,
+    /// The cell's access policy does not let the caller call this service.
+    PolicyDenied,
 }
 
 impl Refusal {
@@ -73,6 +75,7 @@ impl Refusal {
             Self::LocalConnectTimeout => "local_connect_timeout",
             Self::LocalConnectFailed => "local_connect_failed",
             Self::Overloaded => "overloaded",
+            Self::PolicyDenied => "policy_denied",
         }
     }
 }

@@ -51,7 +51,7 @@ impl AdminView for AgentState {
     fn decisions(&self) -> serde_json::Value {
         json!({
             "status": self.consensus.status(),
-            "state": *self.consensus.state(),
+            "state": self.consensus.state().without_keys(),
             "entries": self.consensus.decisions(DECISIONS_SHOWN),
         })
     }

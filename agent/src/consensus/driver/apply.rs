@@ -259,7 +259,7 @@ impl Driver {
                         voters.sort_unstable();
                         voters
                     },
-                    state: self.state.clone(),
+                    state: self.state.without_keys(),
                     proposed: Vec::new(),
                 });
             }

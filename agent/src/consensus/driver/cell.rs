@@ -102,7 +102,7 @@ impl Driver {
                 leader: None,
                 commit: 0,
                 voters: Vec::new(),
-                state: self.state.clone(),
+                state: self.state.without_keys(),
                 proposed: Vec::new(),
             });
         }
@@ -212,6 +212,7 @@ impl Driver {
             applied_term: 1,
             voters: voter_ids,
             services: Default::default(),
+            trust: Default::default(),
         };
         let ids = voters.iter().map(|v| raft_id(v)).collect();
         tracing::info!(?voters, "forming the decision group");
