@@ -21,6 +21,7 @@ pub mod health;
 pub mod pki;
 pub mod policy;
 pub mod proxy;
+pub mod quarantine;
 pub mod telemetry;
 pub mod transport;
 
