@@ -24,7 +24,7 @@ mod admin_view;
 use crate::config::{AgentConfig, LocalService, Upstream};
 use crate::consensus::{Consensus, ConsensusSetup};
 use crate::gossip::{Gossip, GossipInbox, GossipSetup, MeshView, NodeFacts};
-use crate::pki::CertInfo;
+use crate::pki::{CertInfo, LiveCredentials};
 use crate::proxy::{InboundProxy, UpstreamProxy};
 use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{self, PeerConnection, PeerPool, TransportError};
@@ -120,10 +120,13 @@ async fn bind_tcp(what: impl Into<String>, addr: SocketAddr) -> Result<TcpListen
 /// Binds every socket of `config` and starts the agent's tasks.
 pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     let telemetry = Telemetry::new();
+    let trust = config.trust.live();
+    let credentials = LiveCredentials::new(&config.credentials)
+        .map_err(|e| StartError::Transport(TransportError::Tls(e)))?;
     let endpoint = transport::bind_endpoint(
         config.listen,
-        &config.trust,
-        &config.credentials,
+        &trust,
+        &credentials,
         &config.transport,
         &telemetry,
     )?;
@@ -159,12 +162,12 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         advertise,
         seeds: config.seeds.clone(),
         settings: config.gossip,
-        trust: config.trust.clone(),
-        credentials: config.credentials.duplicate(),
+        trust: trust.clone(),
+        credentials: credentials.clone(),
         facts: NodeFacts {
             zone: config.zone.clone().unwrap_or_default(),
             voter_eligible: config.consensus.bootstrap_expect.is_some(),
-            cert_serial: hex_bytes(&config.credentials.info.serial),
+            cert_serial: crate::pki::hex_bytes(&config.credentials.info.serial),
             cert_not_after: config.credentials.info.not_after,
             services: config.services.clone(),
         },
@@ -321,14 +324,6 @@ fn decider_settings(config: &AgentConfig) -> crate::decide::DeciderSettings {
             .scaling = Some(scaling.settings);
     }
     settings
-}
-
-/// Bytes of a hex string (a certificate serial); non-hex pairs are skipped.
-fn hex_bytes(hex: &str) -> Vec<u8> {
-    hex.as_bytes()
-        .chunks(2)
-        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
-        .collect()
 }
 
 impl RunningAgent {

@@ -28,7 +28,7 @@ use plexus_protocol::{ConsensusSummary, DependencyEdges, GossipLeave, NodeId, No
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
-use crate::pki::{NodeCredentials, TrustBundle};
+use crate::pki::{LiveCredentials, LiveTrust};
 use crate::telemetry::{names, HostSampler, LoadBook, Telemetry};
 use crate::transport::PeerPool;
 pub use publish::NodeFacts;
@@ -75,8 +75,8 @@ pub struct GossipSetup {
     pub advertise: SocketAddr,
     pub seeds: Vec<SocketAddr>,
     pub settings: GossipSettings,
-    pub trust: TrustBundle,
-    pub credentials: NodeCredentials,
+    pub trust: Arc<LiveTrust>,
+    pub credentials: Arc<LiveCredentials>,
     pub facts: NodeFacts,
     pub load: LoadBook,
     pub pool: Arc<PeerPool>,
@@ -130,7 +130,7 @@ impl Gossip {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let initial = vec![(CERT_KEY.to_owned(), cert_value(&setup.credentials))];
+        let initial = vec![(CERT_KEY.to_owned(), cert_value(&setup.credentials.chain()[0]))];
         let handle = spawn_chitchat(config, initial, &wire.transport).await?;
 
         let mut tasks = JoinSet::new();
@@ -147,12 +147,14 @@ impl Gossip {
         ));
         let leaving = Arc::new(AtomicBool::new(false));
         let (consensus, consensus_rx) = watch::channel(None);
-        let sealer = Sealer::new(&setup.credentials).map_err(anyhow::Error::msg)?;
+        let sealer = Sealer::new(setup.credentials.key()).map_err(anyhow::Error::msg)?;
         let publisher = Publisher {
             chitchat: handle.chitchat(),
             node_id: setup.node_id.to_string(),
             generation,
             sealer,
+            published_serial: setup.credentials.info().serial,
+            credentials: setup.credentials.clone(),
             facts: setup.facts,
             load: setup.load,
             host: HostSampler::new(),
@@ -284,6 +286,9 @@ struct Publisher {
     node_id: String,
     generation: u64,
     sealer: Sealer,
+    /// The certificate published under `CERT_KEY`, followed through renewals.
+    credentials: Arc<LiveCredentials>,
+    published_serial: String,
     facts: NodeFacts,
     load: LoadBook,
     host: HostSampler,
@@ -305,6 +310,7 @@ impl Publisher {
     }
 
     async fn publish_once(&mut self, interval: Duration) {
+        self.follow_renewal().await;
         let now = Instant::now();
         let leaving = self.leaving.load(Ordering::Acquire);
         let summary = build_summary(
@@ -336,6 +342,24 @@ impl Publisher {
                 }
             }
         }
+    }
+
+    /// Publishes a renewed certificate (same key, so earlier seals still verify) and its
+    /// serial and expiry in the summary.
+    async fn follow_renewal(&mut self) {
+        let info = self.credentials.info();
+        if info.serial == self.published_serial {
+            return;
+        }
+        let leaf = cert_value(&self.credentials.chain()[0]);
+        self.chitchat
+            .lock()
+            .await
+            .self_node_state()
+            .set(CERT_KEY, leaf);
+        self.facts.cert_serial = crate::pki::hex_bytes(&info.serial);
+        self.facts.cert_not_after = info.not_after;
+        self.published_serial = info.serial;
     }
 
     async fn set(&self, key: &'static str, payload: Vec<u8>) {

@@ -21,7 +21,7 @@ use rustls::sign::SigningKey;
 use rustls::SignatureScheme;
 use x509_parser::prelude::{FromDer, X509Certificate};
 
-use crate::pki::{leaf_spiffe_id, NodeCredentials, TrustBundle};
+use crate::pki::{leaf_spiffe_id, LiveTrust};
 
 /// The key under which a node publishes its certificate.
 pub const CERT_KEY: &str = "plexus:cert";
@@ -41,10 +41,10 @@ impl std::fmt::Debug for Sealer {
 }
 
 impl Sealer {
-    pub fn new(credentials: &NodeCredentials) -> Result<Self, String> {
+    pub fn new(node_key: &rustls::pki_types::PrivateKeyDer<'_>) -> Result<Self, String> {
         let key = crate::pki::crypto_provider()
             .key_provider
-            .load_private_key(credentials.key.clone_key())
+            .load_private_key(node_key.clone_key())
             .map_err(|e| format!("unusable node key: {e}"))?;
         let signer = key
             .choose_scheme(&[
@@ -85,8 +85,8 @@ impl Sealer {
 }
 
 /// The certificate value a node publishes.
-pub fn cert_value(credentials: &NodeCredentials) -> String {
-    BASE64.encode(credentials.chain[0].as_ref())
+pub fn cert_value(leaf: &CertificateDer<'_>) -> String {
+    BASE64.encode(leaf.as_ref())
 }
 
 /// Why a published value was not accepted.
@@ -124,15 +124,18 @@ type OpenedValue = (String, u64, Result<Vec<u8>, SealError>);
 /// is verified once, not on every read.
 #[derive(Debug)]
 pub struct SealVerifier {
-    trust: TrustBundle,
+    trust: Arc<LiveTrust>,
+    /// The trust version the cached certificate checks were made under.
+    trust_version: u64,
     algorithms: WebPkiSupportedAlgorithms,
     certs: HashMap<String, (String, Result<CertificateDer<'static>, SealError>)>,
     values: HashMap<(String, String), OpenedValue>,
 }
 
 impl SealVerifier {
-    pub fn new(trust: TrustBundle) -> Self {
+    pub fn new(trust: Arc<LiveTrust>) -> Self {
         Self {
+            trust_version: trust.view().version,
             trust,
             algorithms: crate::pki::crypto_provider().signature_verification_algorithms,
             certs: HashMap::new(),
@@ -153,6 +156,13 @@ impl SealVerifier {
         published: Option<&str>,
     ) -> Result<CertificateDer<'static>, SealError> {
         let published = published.ok_or(SealError::NoCertificate)?;
+        let version = self.trust.view().version;
+        if version != self.trust_version {
+            // New roots or denials: every certificate is checked again.
+            self.certs.clear();
+            self.values.clear();
+            self.trust_version = version;
+        }
         if let Some((value, result)) = self.certs.get(node_id) {
             if value == published {
                 return result.clone();
@@ -180,7 +190,7 @@ impl SealVerifier {
             .map_err(|e| SealError::BadCertificate(e.to_string()))?;
         rustls::client::verify_server_cert_signed_by_trust_anchor(
             &parsed,
-            &self.trust.roots(),
+            &self.trust.view().roots,
             &[],
             UnixTime::now(),
             self.algorithms.all,

@@ -28,6 +28,7 @@ pub struct CertInfo {
 pub struct TrustBundle {
     trust_domain: TrustDomain,
     roots: std::sync::Arc<RootCertStore>,
+    certs: Vec<CertificateDer<'static>>,
 }
 
 impl TrustBundle {
@@ -60,6 +61,7 @@ impl TrustBundle {
         Ok(Self {
             trust_domain,
             roots: std::sync::Arc::new(roots),
+            certs,
         })
     }
 
@@ -69,6 +71,17 @@ impl TrustBundle {
 
     pub fn roots(&self) -> std::sync::Arc<RootCertStore> {
         self.roots.clone()
+    }
+
+    /// The CA certificates, DER, in file order.
+    pub fn certificates(&self) -> &[CertificateDer<'static>] {
+        &self.certs
+    }
+
+    /// The live trust every verifier reads, starting from this bundle.
+    pub fn live(&self) -> std::sync::Arc<super::LiveTrust> {
+        super::LiveTrust::new(self.trust_domain.clone(), self.certs.clone())
+            .expect("a loaded bundle's roots were accepted once already")
     }
 }
 
@@ -174,7 +187,7 @@ pub fn leaf_spiffe_id(der: &[u8]) -> Result<SpiffeId, String> {
 }
 
 /// The trust domain a CA certificate speaks for: its `spiffe://<trust-domain>` URI SAN.
-fn ca_trust_domain(der: &[u8]) -> Result<TrustDomain, String> {
+pub(super) fn ca_trust_domain(der: &[u8]) -> Result<TrustDomain, String> {
     let cert = parse(der)?;
     if !cert.is_ca() {
         return Err("certificate is not a CA (basic constraints CA:FALSE or missing)".into());
@@ -196,6 +209,21 @@ pub(crate) fn first_cert_spki(pem: &[u8]) -> Result<Vec<u8>, String> {
         .ok_or("no certificate found")?
         .map_err(|e| format!("not a PEM certificate file: {e}"))?;
     Ok(parse(&der)?.tbs_certificate.subject_pki.raw.to_vec())
+}
+
+/// Serial (lowercase hex) and not-after (Unix seconds) of a CA certificate, and its SPKI.
+pub(crate) fn root_facts(der: &[u8]) -> Result<(String, i64, Vec<u8>), String> {
+    let cert = parse(der)?;
+    let serial = cert
+        .raw_serial()
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    Ok((
+        serial,
+        cert.validity().not_after.timestamp(),
+        cert.tbs_certificate.subject_pki.raw.to_vec(),
+    ))
 }
 
 /// Serial, validity and SPIFFE ID of a leaf, for reports.

@@ -49,10 +49,25 @@ pub fn init_ca(
 ) -> Result<String, PkiError> {
     let key_path = out.join(files::CA_KEY);
     refuse_overwrite(&key_path, options.force)?;
+    let params = ca_params(trust_domain, options.validity)?;
+    let root = format!("spiffe://{trust_domain}");
+    let key = KeyPair::generate()?;
+    let cert = params.self_signed(&key)?;
+    fs::create_dir_all(out).map_err(PkiError::io(out))?;
+    write_secret(&key_path, &key.serialize_pem())?;
+    write_public(&out.join(files::CA_CERT), &cert.pem())?;
+    Ok(root)
+}
+
+/// The parameters of a mesh CA certificate.
+pub(crate) fn ca_params(
+    trust_domain: &TrustDomain,
+    validity: Validity,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     // The creation time makes the subject unique: two CAs of one trust domain (a re-init, a
     // rotation) must not share a name, or verifiers take one for the other.
-    let created = options.validity.not_before.unix_timestamp_nanos();
+    let created = validity.not_before.unix_timestamp_nanos();
     params.distinguished_name.push(
         DnType::CommonName,
         format!("Plexus mesh CA {trust_domain} {created:x}"),
@@ -60,19 +75,16 @@ pub fn init_ca(
     params
         .distinguished_name
         .push(DnType::OrganizationName, "Plexus");
-    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    // Path length 1: a later root, cross-signed by this one, may sit between it and a leaf.
+    params.is_ca = IsCa::Ca(BasicConstraints::Constrained(1));
     params.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
     let root = format!("spiffe://{trust_domain}");
-    params.subject_alt_names = vec![SanType::URI(root.clone().try_into()?)];
-    params.not_before = options.validity.not_before;
-    params.not_after = options.validity.not_after;
+    params.subject_alt_names = vec![SanType::URI(root.try_into()?)];
+    params.use_authority_key_identifier_extension = true;
+    params.not_before = validity.not_before;
+    params.not_after = validity.not_after;
     params.serial_number = Some(random_serial()?);
-    let key = KeyPair::generate()?;
-    let cert = params.self_signed(&key)?;
-    fs::create_dir_all(out).map_err(PkiError::io(out))?;
-    write_secret(&key_path, &key.serialize_pem())?;
-    write_public(&out.join(files::CA_CERT), &cert.pem())?;
-    Ok(root)
+    Ok(params)
 }
 
 /// Issues a node certificate from the CA in `ca_dir` into `out`: `node.pem`, `node.key` (0600)
@@ -135,6 +147,17 @@ pub fn node_certificate(
     spiffe: &SpiffeId,
     validity: Validity,
 ) -> Result<(String, String), PkiError> {
+    let params = leaf_params(spiffe, validity)?;
+    let key = KeyPair::generate()?;
+    let cert = params.signed_by(&key, issuer)?;
+    Ok((cert.pem(), key.serialize_pem()))
+}
+
+/// The parameters of a node's leaf: its SPIFFE ID as the only URI SAN, client and server use.
+pub(crate) fn leaf_params(
+    spiffe: &SpiffeId,
+    validity: Validity,
+) -> Result<CertificateParams, PkiError> {
     let mut params = CertificateParams::default();
     params
         .distinguished_name
@@ -150,9 +173,7 @@ pub fn node_certificate(
     params.not_before = validity.not_before;
     params.not_after = validity.not_after;
     params.serial_number = Some(random_serial()?);
-    let key = KeyPair::generate()?;
-    let cert = params.signed_by(&key, issuer)?;
-    Ok((cert.pem(), key.serialize_pem()))
+    Ok(params)
 }
 
 fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
@@ -165,11 +186,11 @@ fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
 }
 
 /// Writes a private key readable by its owner only (0600, from creation, never widened).
-fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_atomically(path, contents, 0o600)
 }
 
-fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_atomically(path, contents, 0o644)
 }
 

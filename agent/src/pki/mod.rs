@@ -5,12 +5,15 @@
 //! `spiffe://<trust-domain>/node/<node-id>`, valid for both TLS client and server use, since
 //! every agent is both. The node ID in that SAN is how the rest of the agent knows a peer.
 
+pub mod ca;
 mod credentials;
 mod issue;
+mod live;
 mod verify;
 
 pub use credentials::{cert_info, leaf_spiffe_id, CertInfo, NodeCredentials, TrustBundle};
 pub use issue::{init_ca, issue_node, node_certificate, IssueOptions, Validity};
+pub use live::{LiveCredentials, LiveTrust, TrustView};
 pub use verify::{check_own_certificate, peer_verifiers, rejection_reason, MeshVerifier};
 
 use std::path::PathBuf;
@@ -60,4 +63,12 @@ pub mod files {
 /// The TLS crypto provider every Plexus config uses (ring).
 pub fn crypto_provider() -> std::sync::Arc<rustls::crypto::CryptoProvider> {
     std::sync::Arc::new(rustls::crypto::ring::default_provider())
+}
+
+/// Bytes of a hex string (a certificate serial); non-hex pairs are skipped.
+pub fn hex_bytes(hex: &str) -> Vec<u8> {
+    hex.as_bytes()
+        .chunks(2)
+        .filter_map(|pair| u8::from_str_radix(std::str::from_utf8(pair).ok()?, 16).ok())
+        .collect()
 }

@@ -3,8 +3,10 @@
 //! Every agent is a TLS server to the peers that dial it and a client to the peers it dials, and
 //! both sides check the same three things: the chain ends at a root of the trust bundle, the
 //! certificate is within its validity dates, and its SPIFFE ID is
-//! `spiffe://<our trust domain>/node/<id>`. Chain and date checks are webpki's (through rustls);
-//! the SPIFFE check is ours. Each refusal is counted with a reason label.
+//! `spiffe://<our trust domain>/node/<id>`; and the certificate is not on the committed deny
+//! list (a quarantined node). Chain and date checks are webpki's (through rustls); the SPIFFE and
+//! deny-list checks are ours. Roots and denials are read from [`LiveTrust`] per handshake, so
+//! they change without rebuilding a config. Each refusal is counted with a reason label.
 
 use std::sync::Arc;
 
@@ -12,18 +14,18 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::danger::{ClientCertVerified, ClientCertVerifier};
-use rustls::server::{ParsedCertificate, WebPkiClientVerifier};
+use rustls::server::ParsedCertificate;
 use rustls::{CertificateError, DigitallySignedStruct, DistinguishedName, Error, SignatureScheme};
 
-use super::credentials::leaf_spiffe_id;
+use super::credentials::{cert_info, leaf_spiffe_id};
+use super::live::LiveTrust;
 use super::TrustBundle;
 use crate::telemetry::Telemetry;
 
-/// Checks peer certificates against the mesh's trust bundle and trust domain.
+/// Checks peer certificates against the mesh's live trust bundle, trust domain and deny list.
 #[derive(Debug)]
 pub struct MeshVerifier {
-    bundle: TrustBundle,
-    webpki_client: Arc<dyn ClientCertVerifier>,
+    trust: Arc<LiveTrust>,
     algorithms: WebPkiSupportedAlgorithms,
     telemetry: Telemetry,
     direction: &'static str,
@@ -32,24 +34,19 @@ pub struct MeshVerifier {
 /// Builds the verifier for inbound connections (client certificates) and for outbound ones
 /// (server certificates).
 pub fn peer_verifiers(
-    bundle: &TrustBundle,
+    trust: &Arc<LiveTrust>,
     telemetry: &Telemetry,
-) -> Result<(Arc<MeshVerifier>, Arc<MeshVerifier>), Error> {
+) -> (Arc<MeshVerifier>, Arc<MeshVerifier>) {
     let provider = super::crypto_provider();
-    let webpki_client =
-        WebPkiClientVerifier::builder_with_provider(bundle.roots(), provider.clone())
-            .build()
-            .map_err(|e| Error::General(format!("client verifier: {e}")))?;
     let make = |direction| {
         Arc::new(MeshVerifier {
-            bundle: bundle.clone(),
-            webpki_client: webpki_client.clone(),
+            trust: trust.clone(),
             algorithms: provider.signature_verification_algorithms,
             telemetry: telemetry.clone(),
             direction,
         })
     };
-    Ok((make("inbound"), make("outbound")))
+    (make("inbound"), make("outbound"))
 }
 
 /// Checks this node's own certificate the way peers will: chain to `trust`, validity dates
@@ -125,6 +122,8 @@ enum SpiffeRejection {
     Missing(String),
     #[error("peer SPIFFE ID {found} is not in trust domain {expected}")]
     WrongTrustDomain { found: String, expected: String },
+    #[error("peer {0} is quarantined: its certificate is on the committed deny list")]
+    Quarantined(String),
 }
 
 impl SpiffeRejection {
@@ -132,6 +131,7 @@ impl SpiffeRejection {
         match self {
             Self::Missing(_) => "no_spiffe_id",
             Self::WrongTrustDomain { .. } => "wrong_trust_domain",
+            Self::Quarantined(_) => "quarantined",
         }
     }
 }
@@ -142,11 +142,15 @@ impl MeshVerifier {
             Error::InvalidCertificate(CertificateError::Other(rustls::OtherError(Arc::new(r))))
         };
         let id = leaf_spiffe_id(end_entity).map_err(|e| reject(SpiffeRejection::Missing(e)))?;
-        if id.trust_domain() != self.bundle.trust_domain() {
+        if id.trust_domain() != self.trust.trust_domain() {
             return Err(reject(SpiffeRejection::WrongTrustDomain {
                 found: id.to_string(),
-                expected: self.bundle.trust_domain().to_string(),
+                expected: self.trust.trust_domain().to_string(),
             }));
+        }
+        let serial = cert_info(end_entity).map(|i| i.serial).unwrap_or_default();
+        if self.trust.view().denies(id.node_id(), &serial) {
+            return Err(reject(SpiffeRejection::Quarantined(id.to_string())));
         }
         Ok(())
     }
@@ -180,7 +184,8 @@ impl ClientCertVerifier for MeshVerifier {
     }
 
     fn root_hint_subjects(&self) -> &[DistinguishedName] {
-        self.webpki_client.root_hint_subjects()
+        // The roots change while running; agents present their one certificate regardless.
+        &[]
     }
 
     fn verify_client_cert(
@@ -190,7 +195,9 @@ impl ClientCertVerifier for MeshVerifier {
         now: UnixTime,
     ) -> Result<ClientCertVerified, Error> {
         self.counted(
-            self.webpki_client
+            self.trust
+                .view()
+                .webpki_client
                 .verify_client_cert(end_entity, intermediates, now)
                 .and_then(|ok| self.check_identity(end_entity).map(|()| ok)),
         )
@@ -236,7 +243,7 @@ impl ServerCertVerifier for MeshVerifier {
             .and_then(|parsed| {
                 rustls::client::verify_server_cert_signed_by_trust_anchor(
                     &parsed,
-                    &self.bundle.roots(),
+                    &self.trust.view().roots,
                     intermediates,
                     now,
                     self.algorithms.all,

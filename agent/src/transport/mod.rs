@@ -26,7 +26,7 @@ use plexus_protocol::NodeId;
 use quinn::{Connection, Endpoint, EndpointConfig, Runtime, TokioRuntime};
 
 use crate::config::TransportSettings;
-use crate::pki::{NodeCredentials, TrustBundle};
+use crate::pki::{LiveCredentials, LiveTrust};
 use crate::telemetry::{names, Telemetry};
 
 /// Why the endpoint could not be set up.
@@ -77,8 +77,8 @@ pub fn peer_node_id(connection: &Connection) -> Result<NodeId, String> {
 /// Binds the agent's endpoint on `listen` with this node's credentials.
 pub fn bind_endpoint(
     listen: SocketAddr,
-    trust: &TrustBundle,
-    credentials: &NodeCredentials,
+    trust: &Arc<LiveTrust>,
+    credentials: &Arc<LiveCredentials>,
     settings: &TransportSettings,
     telemetry: &Telemetry,
 ) -> Result<Endpoint, TransportError> {
@@ -93,7 +93,7 @@ pub fn bind_endpoint(
         names::HANDSHAKE_FAILURES,
         &[("direction", "inbound"), ("reason", "not_quic")],
     );
-    let keys = EndpointKeys::derive(credentials);
+    let keys = EndpointKeys::derive(credentials.key());
     let cid_key = keys.cid;
     let socket = Arc::new(datagram::CountingSocket::new(
         socket,
@@ -131,9 +131,9 @@ struct EndpointKeys {
 }
 
 impl EndpointKeys {
-    fn derive(credentials: &NodeCredentials) -> Self {
+    fn derive(key: &rustls::pki_types::PrivateKeyDer<'_>) -> Self {
         use ring::hmac;
-        let secret = hmac::Key::new(hmac::HMAC_SHA256, credentials.key.secret_der());
+        let secret = hmac::Key::new(hmac::HMAC_SHA256, key.secret_der());
         let cid_tag = hmac::sign(&secret, b"plexus/1 quic connection id key");
         let mut cid = [0u8; 8];
         cid.copy_from_slice(&cid_tag.as_ref()[..8]);

@@ -7,7 +7,7 @@ use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 
 use super::TransportError;
 use crate::config::TransportSettings;
-use crate::pki::{self, NodeCredentials, TrustBundle};
+use crate::pki::{self, LiveCredentials, LiveTrust};
 use crate::telemetry::Telemetry;
 
 /// The ALPN protocol every Plexus connection negotiates.
@@ -45,18 +45,17 @@ fn transport_config(settings: &TransportSettings) -> Result<Arc<TransportConfig>
 
 /// The server side: peers must present a certificate of our mesh.
 pub fn server_config(
-    trust: &TrustBundle,
-    credentials: &NodeCredentials,
+    trust: &Arc<LiveTrust>,
+    credentials: &Arc<LiveCredentials>,
     settings: &TransportSettings,
     telemetry: &Telemetry,
 ) -> Result<quinn::ServerConfig, TransportError> {
-    let (inbound, _) = pki::peer_verifiers(trust, telemetry).map_err(tls_err)?;
+    let (inbound, _) = pki::peer_verifiers(trust, telemetry);
     let mut tls = rustls::ServerConfig::builder_with_provider(pki::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .with_client_cert_verifier(inbound)
-        .with_single_cert(credentials.chain.clone(), credentials.key.clone_key())
-        .map_err(tls_err)?;
+        .with_cert_resolver(credentials.clone());
     tls.alpn_protocols = vec![ALPN.to_vec()];
     // No session resumption: a resumed handshake restores the peer's old certificate without
     // running the verifier, so an expired or (later) deny-listed node could keep reconnecting.
@@ -71,19 +70,18 @@ pub fn server_config(
 
 /// The client side: we present our certificate and check the peer's.
 pub fn client_config(
-    trust: &TrustBundle,
-    credentials: &NodeCredentials,
+    trust: &Arc<LiveTrust>,
+    credentials: &Arc<LiveCredentials>,
     settings: &TransportSettings,
     telemetry: &Telemetry,
 ) -> Result<quinn::ClientConfig, TransportError> {
-    let (_, outbound) = pki::peer_verifiers(trust, telemetry).map_err(tls_err)?;
+    let (_, outbound) = pki::peer_verifiers(trust, telemetry);
     let mut tls = rustls::ClientConfig::builder_with_provider(pki::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .map_err(tls_err)?
         .dangerous()
         .with_custom_certificate_verifier(outbound)
-        .with_client_auth_cert(credentials.chain.clone(), credentials.key.clone_key())
-        .map_err(tls_err)?;
+        .with_client_cert_resolver(credentials.clone());
     tls.alpn_protocols = vec![ALPN.to_vec()];
     tls.resumption = rustls::client::Resumption::disabled();
     let quic = QuicClientConfig::try_from(tls).map_err(tls_err)?;
