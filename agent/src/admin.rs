@@ -41,6 +41,8 @@ pub trait AdminView: Send + Sync + 'static {
     fn routes(&self) -> serde_json::Value;
     /// The decision log: where this agent stands, the committed state and the committed tail.
     fn decisions(&self) -> serde_json::Value;
+    /// The committed access policy: default, rules in precedence order, applied index.
+    fn policy(&self) -> serde_json::Value;
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -116,10 +118,11 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/v1/graph" => json(view.graph()),
         "/v1/routes" => json(view.routes()),
         "/v1/decisions" => json(view.decisions()),
+        "/v1/policy" => json(view.policy()),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services, \
-             /v1/routes, /v1/decisions or /v1/graph\n",
+             /v1/routes, /v1/decisions, /v1/policy or /v1/graph\n",
         ),
     }
 }

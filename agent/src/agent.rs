@@ -243,6 +243,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         config.node_id.clone(),
         gossip.view(),
         decider_settings(&config),
+        config.access.clone(),
         shutdown_rx.clone(),
     ));
     tasks.spawn(crate::consensus::leader::follow_committed(
@@ -255,11 +256,22 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         telemetry.clone(),
         shutdown_rx.clone(),
     ));
+    let observer = crate::quarantine::PeerObserver::new();
+    let (access, follow_access) = crate::access::AccessGate::start(
+        &config,
+        observer.clone(),
+        &telemetry,
+        &state.consensus,
+        gossip.view(),
+        shutdown_rx.clone(),
+    );
+    tasks.spawn(follow_access);
     let inbound = Arc::new(InboundProxy::new(
         &config.services,
         telemetry.clone(),
         load.clone(),
         spans,
+        access,
     ));
     tasks.spawn(accept_peers(
         endpoint.clone(),

@@ -117,6 +117,8 @@ pub enum CtlCommand {
     /// The decision log: role, term, leader and voters, then the committed decisions with
     /// their reasons.
     Decisions,
+    /// The committed access policy: the default, then the rules in the order they decide.
+    Policy,
     /// One service's canary release: policy, share, phase and its committed steps.
     Canary {
         /// The service being released.
@@ -267,6 +269,7 @@ fn run(command: Command) -> Result<(), Failure> {
                     CtlCommand::Services => crate::ctl::print_services(admin, json).await,
                     CtlCommand::Routes => crate::ctl::print_routes(admin, json).await,
                     CtlCommand::Decisions => crate::ctl::print_decisions(admin, json).await,
+                    CtlCommand::Policy => crate::ctl::print_policy(admin, json).await,
                     CtlCommand::Canary { service } => {
                         crate::ctl::print_canary(admin, json, &service).await
                     }

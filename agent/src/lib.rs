@@ -8,6 +8,7 @@
 //! metrics and status over HTTP, and [`agent`] wires them together into a running node.
 #![forbid(unsafe_code)]
 
+pub mod access;
 pub mod admin;
 pub mod agent;
 pub mod cli;

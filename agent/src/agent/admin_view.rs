@@ -56,6 +56,10 @@ impl AdminView for AgentState {
         })
     }
 
+    fn policy(&self) -> serde_json::Value {
+        crate::access::policy_json(&self.consensus.state())
+    }
+
     fn metrics(&self) -> String {
         self.telemetry.render()
     }

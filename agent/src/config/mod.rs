@@ -42,6 +42,10 @@ pub struct AgentConfig {
     pub canaries: Vec<(ServiceName, plexus_protocol::CanaryPolicy)>,
     /// `[[scaling]]`: services that get scaling hints.
     pub scaling: Vec<ScalingPolicy>,
+    /// `[access]` and `[[policy]]`: the access policy this agent proposes when it leads the
+    /// decision log (rules in precedence order); `None` when the file has neither, so the
+    /// agent never overwrites a committed policy.
+    pub access: Option<plexus_protocol::AccessPolicy>,
     /// `[telemetry] otlp_endpoint`: where to send request spans (OTLP/HTTP JSON), if anywhere.
     pub otlp_endpoint: Option<hyper::Uri>,
     pub services: Vec<LocalService>,

@@ -33,6 +33,32 @@ pub struct RawConfig {
     pub service: Vec<RawService>,
     #[serde(default)]
     pub upstream: Vec<RawUpstream>,
+    pub access: Option<RawAccess>,
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
+}
+
+/// `[access]`: the cell's access policy settings.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub default: Option<String>,
+}
+
+/// One `[[policy]]` entry: exactly one of `allow` and `deny`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub allow: Option<RawPolicyMatch>,
+    pub deny: Option<RawPolicyMatch>,
+}
+
+/// `{ from = "web", to = "payments" }`; omitted or `"*"` means any.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyMatch {
+    pub from: Option<String>,
+    pub to: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -240,6 +240,12 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     let consensus = consensus::settings(&mut c, &raw.consensus);
     let canaries = consensus::canaries(&mut c, &raw.canary);
     let scaling = consensus::scaling(&mut c, &raw.scaling);
+    let access = access::policy(
+        &mut c,
+        raw.access.as_ref(),
+        &raw.policy,
+        raw.consensus.bootstrap_expect.is_some(),
+    );
     let services = services(&mut c, &raw.service);
     let mut upstreams = upstreams(&mut c, &raw.upstream);
 
@@ -354,6 +360,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 consensus,
                 canaries,
                 scaling,
+                access,
                 otlp_endpoint,
                 services,
                 upstreams,
@@ -366,6 +373,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     }
 }
 
+mod access;
 mod consensus;
 mod workloads;
 use workloads::{default_caller, services, upstreams};

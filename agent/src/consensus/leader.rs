@@ -16,6 +16,7 @@ use plexus_protocol::{CommittedState, NodeId, ServiceName};
 use tokio::sync::watch;
 
 use super::Consensus;
+use crate::access::PolicyProposer;
 use crate::agent::stopping;
 use crate::decide::{Decider, DeciderSettings, Proposer};
 use crate::gossip::MeshView;
@@ -26,15 +27,18 @@ pub const DECIDE_EVERY: Duration = Duration::from_secs(1);
 /// How long a scale hook may run.
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// The leader's loop: propose what the policies decide.
+/// The leader's loop: propose what the policies decide, and the configured access policy
+/// (`access`: `None` when this agent has no `[[policy]]`/`[access]`).
 pub async fn propose_decisions(
     consensus: Consensus,
     node: NodeId,
     view: watch::Receiver<Arc<MeshView>>,
     settings: DeciderSettings,
+    access: Option<plexus_protocol::AccessPolicy>,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut decider = Decider::new(settings);
+    let mut access = PolicyProposer::new(access);
     let mut ticker = tokio::time::interval(DECIDE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
@@ -46,6 +50,7 @@ pub async fn propose_decisions(
         if !consensus.status().is_leader {
             if leading {
                 decider = Decider::new(decider.settings().clone());
+                access.forget();
                 leading = false;
             }
             continue;
@@ -57,7 +62,13 @@ pub async fn propose_decisions(
             node: node.clone(),
             now_ms: unix_ms(),
         };
-        for decision in decider.decide_view(&mesh, &state, &proposer, Instant::now()) {
+        let now = Instant::now();
+        let policy = access.next(&state.trust.policy, &proposer, now);
+        for decision in decider
+            .decide_view(&mesh, &state, &proposer, now)
+            .into_iter()
+            .chain(policy)
+        {
             let kind = decision.kind.label();
             let reason = decision.reason.clone();
             match consensus.propose(decision) {

@@ -110,9 +110,11 @@ pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
 
 mod decisions;
 mod mesh;
+mod policy;
 mod routes;
 pub use decisions::{canary_table, decisions_table};
 pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
+pub use policy::{policy_table, print_policy};
 pub use routes::routes_table;
 
 /// GETs a JSON document from the admin API.

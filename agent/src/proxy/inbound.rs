@@ -1,6 +1,7 @@
 //! Serving streams from peers: connect to the named local service and splice.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use plexus_protocol::{NodeId, OpenReply, Refusal, ServiceName, StreamHeader};
@@ -9,6 +10,7 @@ use tokio::net::TcpStream;
 
 use super::http::serve::LocalHttp;
 use super::splice::{splice, SpliceCounters, RESET_CODE};
+use crate::access::AccessGate;
 use crate::config::{LocalService, Protocol};
 use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
 use crate::transport::{read_message, write_message};
@@ -37,14 +39,17 @@ pub struct InboundProxy {
     telemetry: Telemetry,
     load: LoadBook,
     http: LocalHttp,
+    access: Arc<AccessGate>,
 }
 
 impl InboundProxy {
+    /// `access` decides which callers may call each hosted service.
     pub fn new(
         services: &[LocalService],
         telemetry: Telemetry,
         load: LoadBook,
         spans: Option<crate::telemetry::otlp::SpanSink>,
+        access: Arc<AccessGate>,
     ) -> Self {
         let services = services
             .iter()
@@ -61,9 +66,10 @@ impl InboundProxy {
             .collect();
         Self {
             services,
-            http: LocalHttp::new(load.clone(), telemetry.clone(), spans),
+            http: LocalHttp::new(load.clone(), telemetry.clone(), spans, access.clone()),
             telemetry,
             load,
+            access,
         }
     }
 
@@ -144,6 +150,18 @@ impl InboundProxy {
             .await;
             return;
         };
+        // The caller's certificate names its node; the committed policy says what it may call.
+        if let Err(denied) = self.access.check(&peer, &service) {
+            tracing::debug!(%peer, %service, "{denied}");
+            self.refuse(
+                &mut send,
+                &mut recv,
+                service.as_str(),
+                Refusal::PolicyDenied,
+            )
+            .await;
+            return;
+        }
         // A request is one stream: admitted up to the service's capacity, its latency the time
         // to reach the local service (TCP carries no request boundaries), its outcome whether
         // the stream completed.

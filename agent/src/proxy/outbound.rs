@@ -180,6 +180,15 @@ impl UpstreamProxy {
                     }
                     return;
                 }
+                Err(OpenFailure::Refused(plexus_protocol::Refusal::PolicyDenied)) => {
+                    // Final: every endpoint enforces the same committed policy. The endpoint
+                    // answered correctly, so it is not held against it either.
+                    self.route.finish(addr, opening.elapsed(), Outcome::Success);
+                    self.policy_denied(addr, from);
+                    self.edge(started, false);
+                    abort(&client);
+                    return;
+                }
                 Err(failure) => {
                     let outcome = match failure {
                         OpenFailure::Refused(plexus_protocol::Refusal::Overloaded) => {
@@ -207,6 +216,26 @@ impl UpstreamProxy {
         self.outcome("no_endpoint");
         self.edge(started, false);
         abort(&client);
+    }
+
+    /// Counts and logs a connection the serving agent's access policy refused.
+    fn policy_denied(&self, endpoint: SocketAddr, from: SocketAddr) {
+        let service = self.upstream.service.as_str();
+        self.telemetry
+            .counter(
+                names::STREAMS_REFUSED,
+                &[
+                    ("direction", "outbound"),
+                    ("service", service),
+                    ("reason", "policy_denied"),
+                ],
+            )
+            .increment(1);
+        self.outcome("policy_denied");
+        tracing::info!(
+            %service, %endpoint, %from,
+            "the access policy does not let this node call {service}; resetting the app's connection"
+        );
     }
 
     async fn open(

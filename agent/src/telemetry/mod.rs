@@ -59,6 +59,7 @@ pub mod names {
     pub const COMMITTED_WEIGHT: &str = "plexus_committed_weight";
     pub const SCALING_HINT: &str = "plexus_scaling_desired_replicas";
     pub const CANARY_SHARE: &str = "plexus_canary_share_percent";
+    pub const POLICY_REFUSALS: &str = "plexus_policy_refusals_total";
 }
 
 /// An agent's metric registry and its Prometheus renderer.

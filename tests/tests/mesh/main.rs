@@ -1,6 +1,7 @@
 //! Multi-node tests of Plexus with real agents, real sockets (127.0.0.1 only) and real TLS.
 //! One test binary; each module covers one concern.
 
+mod access;
 mod chaos;
 mod cli;
 mod config_errors;

@@ -97,6 +97,18 @@ pub fn agent_answer(status: StatusCode, reason: &'static str) -> Response<ProxyB
     response
 }
 
+/// The 403 a serving agent answers a call the access policy refuses, naming the caller node,
+/// the services it hosts and the service it called. Final for the caller's agent: not a 5xx,
+/// so it is neither retried nor held against the endpoint.
+pub fn policy_denied_answer(denied: &crate::access::Denied) -> Response<ProxyBody> {
+    let mut response = Response::new(full(format!("plexus: policy_denied: {denied}\n")));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    let headers = response.headers_mut();
+    headers.insert(ERROR, HeaderValue::from_static("policy_denied"));
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain"));
+    response
+}
+
 /// The 503 a serving agent sheds with.
 pub fn overloaded_answer() -> Response<ProxyBody> {
     let mut response = agent_answer(StatusCode::SERVICE_UNAVAILABLE, "overloaded");

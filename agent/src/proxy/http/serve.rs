@@ -16,7 +16,8 @@ use tracing::Instrument;
 
 use super::body::{boxed, Metered, ProxyBody};
 use super::trace::{ExportedSpan, TraceContext, TRACEPARENT};
-use super::{agent_answer, is_upgrade, overloaded_answer, strip_hop_by_hop};
+use super::{agent_answer, is_upgrade, overloaded_answer, policy_denied_answer, strip_hop_by_hop};
+use crate::access::AccessGate;
 use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 
@@ -30,10 +31,16 @@ pub struct LocalHttp {
     load: LoadBook,
     telemetry: Telemetry,
     spans: Option<SpanSink>,
+    access: std::sync::Arc<AccessGate>,
 }
 
 impl LocalHttp {
-    pub fn new(load: LoadBook, telemetry: Telemetry, spans: Option<SpanSink>) -> Self {
+    pub fn new(
+        load: LoadBook,
+        telemetry: Telemetry,
+        spans: Option<SpanSink>,
+        access: std::sync::Arc<AccessGate>,
+    ) -> Self {
         let mut connector = HttpConnector::new();
         connector.set_nodelay(true);
         connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
@@ -46,6 +53,7 @@ impl LocalHttp {
             load,
             telemetry,
             spans,
+            access,
         }
     }
 
@@ -84,6 +92,10 @@ impl LocalHttp {
             self.refused("", "unknown_service");
             return agent_answer(StatusCode::SERVICE_UNAVAILABLE, "unknown_service");
         };
+        if let Err(denied) = self.access.check(&peer, &service) {
+            self.refused(service.as_str(), "policy_denied");
+            return policy_denied_answer(&denied);
+        }
         let trace = TraceContext::continue_from(request.headers());
         let span = tracing::info_span!(
             "serve",
