@@ -43,6 +43,9 @@ pub trait AdminView: Send + Sync + 'static {
     fn decisions(&self) -> serde_json::Value;
     /// The committed access policy: default, rules in precedence order, applied index.
     fn policy(&self) -> serde_json::Value;
+    /// Quarantined nodes with each verdict's evidence, this agent's own reports about its
+    /// peers, and (on the leader) the nodes under suspicion.
+    fn quarantine(&self) -> serde_json::Value;
 }
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
@@ -119,10 +122,11 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/v1/routes" => json(view.routes()),
         "/v1/decisions" => json(view.decisions()),
         "/v1/policy" => json(view.policy()),
+        "/v1/quarantine" => json(view.quarantine()),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services, \
-             /v1/routes, /v1/decisions, /v1/policy or /v1/graph\n",
+             /v1/routes, /v1/decisions, /v1/policy, /v1/quarantine or /v1/graph\n",
         ),
     }
 }

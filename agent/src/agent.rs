@@ -65,6 +65,8 @@ pub struct RunningAgent {
     pub telemetry: Telemetry,
     /// The agent's handle on the decision log.
     pub consensus: Consensus,
+    /// What this agent observes about its peers (quarantine's evidence).
+    observer: crate::quarantine::PeerObserver,
     shutdown: watch::Sender<bool>,
     endpoint: Endpoint,
     gossip: Gossip,
@@ -75,6 +77,7 @@ pub struct RunningAgent {
 struct InboundPeer {
     node_id: NodeId,
     address: SocketAddr,
+    connection: quinn::Connection,
 }
 
 /// The agent's shared state, as the admin endpoint sees it.
@@ -99,11 +102,23 @@ struct AgentState {
     load: LoadBook,
     routes: Vec<Arc<crate::proxy::route::Route>>,
     consensus: Consensus,
+    /// Quarantine: this agent's reports and (leading) suspicions, for `/v1/quarantine`.
+    observer: crate::quarantine::PeerObserver,
+    quarantine: crate::quarantine::QuarantineSettings,
 }
 
 impl AgentState {
     fn ready(&self) -> bool {
         self.ready.load(Ordering::Acquire)
+    }
+
+    /// Inbound peer connections, by node (quarantine closes a quarantined node's).
+    fn inbound_connections(&self) -> Vec<(NodeId, quinn::Connection)> {
+        let inbound = self.inbound.lock().expect("inbound peers lock poisoned");
+        inbound
+            .values()
+            .map(|p| (p.node_id.clone(), p.connection.clone()))
+            .collect()
     }
 }
 
@@ -151,6 +166,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         config.advertise
     };
     let pool = Arc::new(PeerPool::new(endpoint.clone(), telemetry.clone()));
+    let observer = crate::quarantine::PeerObserver::new();
     let load = LoadBook::new(
         config
             .services
@@ -207,6 +223,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
                 spans.clone(),
             );
             proxy.route().follow_decisions(consensus.watch_state());
+            proxy.route().observe_peers(observer.clone());
             (Arc::new(proxy), listener, bound)
         })
         .collect();
@@ -234,6 +251,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         load: load.clone(),
         routes: proxies.iter().map(|(p, _, _)| p.route().clone()).collect(),
         consensus,
+        observer: observer.clone(),
+        quarantine: config.quarantine,
     });
 
     let mut tasks = JoinSet::new();
@@ -244,6 +263,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         gossip.view(),
         decider_settings(&config),
         config.access.clone(),
+        observer.clone(),
         shutdown_rx.clone(),
     ));
     tasks.spawn(crate::consensus::leader::follow_committed(
@@ -256,7 +276,6 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         telemetry.clone(),
         shutdown_rx.clone(),
     ));
-    let observer = crate::quarantine::PeerObserver::new();
     let (access, follow_access) = crate::access::AccessGate::start(
         &config,
         observer.clone(),
@@ -276,7 +295,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     tasks.spawn(accept_peers(
         endpoint.clone(),
         inbound,
-        gossip.inbox().with_raft(raft_inbox),
+        gossip
+            .inbox()
+            .with_raft(raft_inbox)
+            .with_observer(observer.clone()),
         state.clone(),
         shutdown_rx.clone(),
     ));
@@ -292,6 +314,21 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         load.clone(),
         telemetry.clone(),
     ));
+    let inbound_of = state.clone();
+    crate::quarantine::start(
+        crate::quarantine::QuarantineSetup {
+            observer: observer.clone(),
+            settings: config.quarantine,
+            view: gossip.view(),
+            committed: state.consensus.watch_state(),
+            publisher: gossip.observations_publisher(),
+            pool: pool.clone(),
+            inbound: Box::new(move || inbound_of.inbound_connections()),
+            telemetry: telemetry.clone(),
+        },
+        &mut tasks,
+        shutdown_rx.clone(),
+    );
     let mut upstream_addrs = Vec::new();
     for (proxy, listener, bound) in proxies {
         upstream_addrs.push((proxy.route().service().clone(), bound));
@@ -307,6 +344,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     );
     Ok(RunningAgent {
         consensus: state.consensus.clone(),
+        observer,
         node_id: config.node_id,
         quic_addr,
         admin_addr,
@@ -335,6 +373,7 @@ fn decider_settings(config: &AgentConfig) -> crate::decide::DeciderSettings {
             .or_default()
             .scaling = Some(scaling.settings);
     }
+    settings.quarantine = config.quarantine;
     settings
 }
 
@@ -350,6 +389,11 @@ impl RunningAgent {
     /// The mesh as this agent sees it, updated live.
     pub fn view(&self) -> watch::Receiver<Arc<MeshView>> {
         self.gossip.view()
+    }
+
+    /// Where this agent's data plane reports peer events (quarantine's evidence).
+    pub fn peer_observer(&self) -> crate::quarantine::PeerObserver {
+        self.observer.clone()
     }
 
     /// Hands leadership of the decision log over (when leading), announces a graceful leave
@@ -443,6 +487,7 @@ async fn serve_peer(
             InboundPeer {
                 node_id: peer.node_id.clone(),
                 address: remote,
+                connection: connection.clone(),
             },
         );
     tracing::info!(peer = %peer.node_id, %remote, "peer connected");

@@ -105,6 +105,8 @@ impl AccessGate {
 
     /// Whether `caller` (the node its certificate names) may call the local `service`.
     pub fn check(&self, caller: &NodeId, service: &ServiceName) -> Result<(), Denied> {
+        // Every call from a peer passes here: its traffic, for quarantine's surge detection.
+        self.observer.record(caller, PeerEvent::Served);
         let denied = {
             let table = self.table.read().unwrap_or_else(PoisonError::into_inner);
             match table.decide(caller, service) {

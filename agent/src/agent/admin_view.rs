@@ -60,6 +60,15 @@ impl AdminView for AgentState {
         crate::access::policy_json(&self.consensus.state())
     }
 
+    fn quarantine(&self) -> serde_json::Value {
+        crate::quarantine::admin::quarantine_json(
+            &self.consensus.state(),
+            &self.observer,
+            &self.quarantine,
+            self.consensus.status().is_leader,
+        )
+    }
+
     fn metrics(&self) -> String {
         self.telemetry.render()
     }

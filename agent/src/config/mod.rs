@@ -46,6 +46,8 @@ pub struct AgentConfig {
     /// decision log (rules in precedence order); `None` when the file has neither, so the
     /// agent never overwrites a committed policy.
     pub access: Option<plexus_protocol::AccessPolicy>,
+    /// `[quarantine]`: reporting anomalous peers, and the leader's verdicts.
+    pub quarantine: crate::quarantine::QuarantineSettings,
     /// `[telemetry] otlp_endpoint`: where to send request spans (OTLP/HTTP JSON), if anywhere.
     pub otlp_endpoint: Option<hyper::Uri>,
     pub services: Vec<LocalService>,

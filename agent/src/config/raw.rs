@@ -36,6 +36,19 @@ pub struct RawConfig {
     pub access: Option<RawAccess>,
     #[serde(default)]
     pub policy: Vec<RawPolicy>,
+    #[serde(default)]
+    pub quarantine: RawQuarantine,
+}
+
+/// `[quarantine]`: verdicts on anomalous peers.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    pub enabled: Option<bool>,
+    pub min_observers: Option<i64>,
+    pub window: Option<String>,
+    pub probation: Option<String>,
+    pub max_share: Option<f64>,
 }
 
 /// `[access]`: the cell's access policy settings.

@@ -240,6 +240,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
     let consensus = consensus::settings(&mut c, &raw.consensus);
     let canaries = consensus::canaries(&mut c, &raw.canary);
     let scaling = consensus::scaling(&mut c, &raw.scaling);
+    let quarantine = quarantine::settings(&mut c, &raw.quarantine);
     let access = access::policy(
         &mut c,
         raw.access.as_ref(),
@@ -361,6 +362,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 canaries,
                 scaling,
                 access,
+                quarantine,
                 otlp_endpoint,
                 services,
                 upstreams,
@@ -375,6 +377,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
 
 mod access;
 mod consensus;
+mod quarantine;
 mod workloads;
 use workloads::{default_caller, services, upstreams};
 

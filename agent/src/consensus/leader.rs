@@ -28,13 +28,15 @@ pub const DECIDE_EVERY: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The leader's loop: propose what the policies decide, and the configured access policy
-/// (`access`: `None` when this agent has no `[[policy]]`/`[access]`).
+/// (`access`: `None` when this agent has no `[[policy]]`/`[access]`). The nodes under
+/// quarantine suspicion are shown through `observer` while this agent leads.
 pub async fn propose_decisions(
     consensus: Consensus,
     node: NodeId,
     view: watch::Receiver<Arc<MeshView>>,
     settings: DeciderSettings,
     access: Option<plexus_protocol::AccessPolicy>,
+    observer: crate::quarantine::PeerObserver,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut decider = Decider::new(settings);
@@ -51,6 +53,7 @@ pub async fn propose_decisions(
             if leading {
                 decider = Decider::new(decider.settings().clone());
                 access.forget();
+                observer.set_suspicions(Vec::new());
                 leading = false;
             }
             continue;
@@ -64,11 +67,9 @@ pub async fn propose_decisions(
         };
         let now = Instant::now();
         let policy = access.next(&state.trust.policy, &proposer, now);
-        for decision in decider
-            .decide_view(&mesh, &state, &proposer, now)
-            .into_iter()
-            .chain(policy)
-        {
+        let decided = decider.decide_view(&mesh, &state, &proposer, now);
+        observer.set_suspicions(decider.suspicions().to_vec());
+        for decision in decided.into_iter().chain(policy) {
             let kind = decision.kind.label();
             let reason = decision.reason.clone();
             match consensus.propose(decision) {

@@ -111,10 +111,12 @@ pub async fn print_status(admin: SocketAddr, json: bool) -> Result<(), String> {
 mod decisions;
 mod mesh;
 mod policy;
+mod quarantine;
 mod routes;
 pub use decisions::{canary_table, decisions_table};
 pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
 pub use policy::{policy_table, print_policy};
+pub use quarantine::{print_quarantine, quarantine_table};
 pub use routes::routes_table;
 
 /// GETs a JSON document from the admin API.

@@ -36,6 +36,7 @@ use plexus_protocol::{
 };
 
 use crate::gossip::view::{MeshView, ServiceEndpoint};
+use crate::quarantine::{QuarantineSettings, QuarantineVerdict, Suspicion};
 
 pub mod canary;
 pub mod scaling;
@@ -109,6 +110,8 @@ pub struct DeciderSettings {
     /// Weight settings of services without their own.
     pub weights: WeightSettings,
     pub services: BTreeMap<ServiceName, ServicePolicy>,
+    /// `[quarantine]`: verdicts on anomalous peers (see [`crate::quarantine::verdict`]).
+    pub quarantine: QuarantineSettings,
 }
 
 impl DeciderSettings {
@@ -144,11 +147,13 @@ struct ServiceDrivers {
 pub struct Decider {
     settings: DeciderSettings,
     services: BTreeMap<ServiceName, ServiceDrivers>,
+    quarantine: QuarantineVerdict,
 }
 
 impl Decider {
     pub fn new(settings: DeciderSettings) -> Self {
         Self {
+            quarantine: QuarantineVerdict::new(settings.quarantine),
             settings,
             services: BTreeMap::new(),
         }
@@ -173,6 +178,9 @@ impl Decider {
             if old.scaling != new.scaling {
                 drivers.scaling = None;
             }
+        }
+        if self.settings.quarantine != settings.quarantine {
+            self.quarantine = QuarantineVerdict::new(settings.quarantine);
         }
         self.settings = settings;
     }
@@ -228,7 +236,7 @@ impl Decider {
         out
     }
 
-    /// [`Decider::decide`] over a mesh view.
+    /// [`Decider::decide`] over a mesh view, and the quarantine verdicts on its members.
     pub fn decide_view(
         &mut self,
         view: &MeshView,
@@ -236,7 +244,14 @@ impl Decider {
         proposer: &Proposer,
         now: Instant,
     ) -> Vec<Decision> {
-        self.decide(&view.services(), committed, proposer, now)
+        let mut out = self.decide(&view.services(), committed, proposer, now);
+        out.extend(self.quarantine.decide(view, committed, proposer, now));
+        out
+    }
+
+    /// The nodes under suspicion at the last [`Decider::decide_view`].
+    pub fn suspicions(&self) -> &[Suspicion] {
+        self.quarantine.suspicions()
     }
 }
 

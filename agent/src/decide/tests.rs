@@ -46,6 +46,7 @@ fn settings() -> DeciderSettings {
                 },
             ),
         ]),
+        ..DeciderSettings::default()
     }
 }
 

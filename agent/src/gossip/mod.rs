@@ -24,7 +24,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use plexus_protocol::frame::FrameMessage;
-use plexus_protocol::{ConsensusSummary, DependencyEdges, GossipLeave, NodeId, NodeSummary};
+use plexus_protocol::{
+    ConsensusSummary, DependencyEdges, GossipLeave, NodeId, NodeSummary, PeerObservations,
+};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
@@ -44,6 +46,8 @@ pub const SUMMARY_KEY: &str = "plexus:summary";
 pub const EDGES_KEY: &str = "plexus:edges";
 /// The key of a voter's sealed [`ConsensusSummary`].
 pub const CONSENSUS_KEY: &str = "plexus:consensus";
+/// The key of a node's sealed [`plexus_protocol::PeerObservations`] (quarantine's evidence).
+pub const OBSERVATIONS_KEY: &str = "plexus:observations";
 /// How long dead members stay listed (as dead) before they are forgotten.
 const DEAD_NODE_GRACE: Duration = Duration::from_secs(3600);
 /// How long delivering one gossip message may take, dial included.
@@ -92,6 +96,7 @@ pub struct Gossip {
     generation: u64,
     pool: Arc<PeerPool>,
     consensus: watch::Sender<Option<Vec<u8>>>,
+    observations: watch::Sender<Option<Vec<u8>>>,
     tasks: JoinSet<()>,
 }
 
@@ -147,6 +152,7 @@ impl Gossip {
         ));
         let leaving = Arc::new(AtomicBool::new(false));
         let (consensus, consensus_rx) = watch::channel(None);
+        let (observations, observations_rx) = watch::channel(None);
         let sealer = Sealer::new(setup.credentials.key()).map_err(anyhow::Error::msg)?;
         let publisher = Publisher {
             chitchat: handle.chitchat(),
@@ -162,6 +168,7 @@ impl Gossip {
             edges_gate: PublishGate::default(),
             leaving: leaving.clone(),
             consensus: consensus_rx,
+            observations: observations_rx,
             telemetry: setup.telemetry.clone(),
         };
         let (view_tx, view) = watch::channel(Arc::new(MeshView::default()));
@@ -183,6 +190,7 @@ impl Gossip {
             generation,
             pool: setup.pool,
             consensus,
+            observations,
             tasks,
         })
     }
@@ -190,6 +198,11 @@ impl Gossip {
     /// What the decision log publishes through (voters only).
     pub fn consensus_publisher(&self) -> ConsensusPublisher {
         ConsensusPublisher(self.consensus.clone())
+    }
+
+    /// What quarantine's reporter publishes this node's observations through.
+    pub fn observations_publisher(&self) -> publish::ObservationsPublisher {
+        publish::ObservationsPublisher::new(self.observations.clone())
     }
 }
 
@@ -296,6 +309,7 @@ struct Publisher {
     edges_gate: PublishGate<DependencyEdges>,
     leaving: Arc<AtomicBool>,
     consensus: watch::Receiver<Option<Vec<u8>>>,
+    observations: watch::Receiver<Option<Vec<u8>>>,
     telemetry: Telemetry,
 }
 
@@ -331,6 +345,12 @@ impl Publisher {
             let payload = self.consensus.borrow_and_update().clone();
             if let Some(payload) = payload {
                 self.set(CONSENSUS_KEY, payload).await;
+            }
+        }
+        if self.observations.has_changed().unwrap_or(false) {
+            let payload = self.observations.borrow_and_update().clone();
+            if let Some(payload) = payload {
+                self.set(OBSERVATIONS_KEY, payload).await;
             }
         }
         let edges = build_edges(&self.load.edges(now));
@@ -393,6 +413,7 @@ struct RawNode {
     summary: Option<(String, u64)>,
     edges: Option<(String, u64)>,
     consensus: Option<(String, u64)>,
+    observations: Option<(String, u64)>,
 }
 
 struct Observer {
@@ -442,6 +463,7 @@ impl Observer {
                     summary: versioned(state, SUMMARY_KEY),
                     edges: versioned(state, EDGES_KEY),
                     consensus: versioned(state, CONSENSUS_KEY),
+                    observations: versioned(state, OBSERVATIONS_KEY),
                 })
                 .collect::<Vec<_>>()
         };
@@ -494,6 +516,7 @@ impl Observer {
         let summary = open(SUMMARY_KEY, &node.summary);
         let edges = open(EDGES_KEY, &node.edges);
         let consensus = open(CONSENSUS_KEY, &node.consensus);
+        let observations = open(OBSERVATIONS_KEY, &node.observations);
         let mut refusal = None;
         let summary = match summary {
             Some((Ok(payload), version)) => match NodeSummary::decode(&payload) {
@@ -537,6 +560,20 @@ impl Observer {
             }
             None => None,
         };
+        let observations = match observations {
+            Some((Ok(payload), version)) => match PeerObservations::decode(&payload) {
+                Ok(observations) => observations.reports,
+                Err(_) => {
+                    refusal = refusal.or(Some(("malformed_observations", version)));
+                    Vec::new()
+                }
+            },
+            Some((Err(error), version)) => {
+                refusal = refusal.or(Some((error.label(), version)));
+                Vec::new()
+            }
+            None => Vec::new(),
+        };
         if let Some((reason, version)) = refusal {
             if self.rejected.get(&node_id) != Some(&version) {
                 self.rejected.insert(node_id.clone(), version);
@@ -555,6 +592,7 @@ impl Observer {
             summary,
             edges,
             consensus,
+            observations,
         })
     }
 }

@@ -8,7 +8,9 @@
 
 use std::time::Instant;
 
-use plexus_protocol::{DependencyEdge, DependencyEdges, NodeSummary, ServiceSummary};
+use plexus_protocol::{
+    DependencyEdge, DependencyEdges, NodeSummary, PeerObservations, ServiceSummary,
+};
 
 use crate::config::LocalService;
 use crate::telemetry::{EdgeReading, HostUsage, HostedReading};
@@ -207,6 +209,32 @@ impl<T: Clone> PublishGate<T> {
             self.at = Some(now);
         }
         due
+    }
+}
+
+/// Publishes this node's [`PeerObservations`] in gossip at the publisher's next round (sealed
+/// like every value). Quarantine's reporter decides when they changed enough.
+#[derive(Clone)]
+pub struct ObservationsPublisher(tokio::sync::watch::Sender<Option<Vec<u8>>>);
+
+impl ObservationsPublisher {
+    pub fn new(sender: tokio::sync::watch::Sender<Option<Vec<u8>>>) -> Self {
+        Self(sender)
+    }
+
+    pub fn publish(&self, observations: &PeerObservations) {
+        match observations.encode() {
+            Ok(payload) => {
+                self.0.send_if_modified(|current| {
+                    let changed = current.as_ref() != Some(&payload);
+                    if changed {
+                        *current = Some(payload);
+                    }
+                    changed
+                });
+            }
+            Err(reason) => tracing::error!(%reason, "observations over budget; not published"),
+        }
     }
 }
 

@@ -85,6 +85,7 @@ pub async fn wire(
             raw: raw_tx,
             leaves: leaves_tx,
             raft: None,
+            observer: None,
             telemetry,
         },
         outbound,
@@ -253,10 +254,24 @@ pub struct GossipInbox {
     raw: mpsc::Sender<(SocketAddr, Vec<u8>)>,
     leaves: mpsc::UnboundedSender<(NodeId, u64)>,
     raft: Option<crate::consensus::RaftInbox>,
+    /// Malformed frames and forged senders are protocol violations quarantine hears about.
+    observer: Option<crate::quarantine::PeerObserver>,
     telemetry: Telemetry,
 }
 
 impl GossipInbox {
+    /// Reports peers that send malformed frames or claim another node's identity.
+    pub fn with_observer(mut self, observer: crate::quarantine::PeerObserver) -> Self {
+        self.observer = Some(observer);
+        self
+    }
+
+    fn violation(&self, peer: &NodeId) {
+        if let Some(observer) = &self.observer {
+            observer.record(peer, crate::quarantine::PeerEvent::ProtocolViolation);
+        }
+    }
+
     /// Also hands Raft messages (the other kind of unidirectional stream) to the decision log.
     pub fn with_raft(mut self, raft: crate::consensus::RaftInbox) -> Self {
         self.raft = Some(raft);
@@ -272,6 +287,9 @@ impl GossipInbox {
             Ok(Err(reason)) => {
                 tracing::warn!(%peer, %remote, %reason, "bad gossip frame dropped");
                 rejected(&self.telemetry, reason.label());
+                if matches!(reason, FrameReadError::Frame(_)) {
+                    self.violation(peer);
+                }
                 let _ = recv.stop(0u32.into());
                 return;
             }
@@ -288,6 +306,7 @@ impl GossipInbox {
                     tracing::warn!(%peer, claimed = %message.sender, %remote,
                         "gossip from a peer claiming another node's identity; dropped");
                     rejected(&self.telemetry, "node_id_mismatch");
+                    self.violation(peer);
                 }
                 Ok(message) => {
                     if self.raw.try_send((remote, message.chitchat)).is_err() {
@@ -297,6 +316,7 @@ impl GossipInbox {
                 Err(error) => {
                     tracing::warn!(%peer, %remote, %error, "malformed gossip frame dropped");
                     rejected(&self.telemetry, "malformed");
+                    self.violation(peer);
                 }
             },
             FrameType::GossipLeave => match GossipLeave::from_payload(&payload) {
@@ -304,10 +324,16 @@ impl GossipInbox {
                     tracing::info!(%peer, generation = leave.generation, "peer is leaving");
                     let _ = self.leaves.send((peer.clone(), leave.generation));
                 }
-                Err(_) => rejected(&self.telemetry, "malformed"),
+                Err(_) => {
+                    rejected(&self.telemetry, "malformed");
+                    self.violation(peer);
+                }
             },
             FrameType::Raft => self.raft_stream(peer, remote, recv, payload).await,
-            _ => rejected(&self.telemetry, "unexpected_frame"),
+            _ => {
+                rejected(&self.telemetry, "unexpected_frame");
+                self.violation(peer);
+            }
         }
     }
 }
@@ -336,6 +362,7 @@ impl GossipInbox {
                 (Err(error), _) => {
                     tracing::warn!(%peer, %remote, %error, "malformed raft message; stream dropped");
                     raft_dropped(&self.telemetry, "malformed");
+                    self.violation(peer);
                     let _ = recv.stop(0u32.into());
                     return;
                 }

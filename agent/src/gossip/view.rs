@@ -54,6 +54,8 @@ pub struct NodeObservation {
     pub edges: Vec<DependencyEdge>,
     /// Its verified view of the decision log, when it is a voter that publishes one.
     pub consensus: Option<plexus_protocol::ConsensusSummary>,
+    /// Its verified reports about its peers (quarantine's evidence).
+    pub observations: Vec<plexus_protocol::PeerReport>,
 }
 
 /// One member of the mesh in the view.
@@ -73,6 +75,9 @@ pub struct Member {
     /// Its verified view of the decision log, when it is a voter that publishes one.
     #[serde(skip)]
     pub consensus: Option<plexus_protocol::ConsensusSummary>,
+    /// What it reports about its peers (sealed by it, so each observer speaks for itself).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub observations: Vec<plexus_protocol::PeerReport>,
 }
 
 fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
@@ -308,6 +313,7 @@ impl Membership {
                 summary: node.summary,
                 edges: node.edges,
                 consensus: node.consensus,
+                observations: node.observations,
             });
         }
         let known: std::collections::HashSet<&str> =

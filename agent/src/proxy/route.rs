@@ -3,13 +3,14 @@
 //! feeds them the clock, follows gossip's endpoint list and turns transitions into logs and
 //! metrics. Shared by the TCP and HTTP paths and read by `/v1/routes`.
 
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use plexus_protocol::{AppProtocol, ServiceName};
+use plexus_protocol::{AppProtocol, NodeId, ServiceName};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -27,6 +28,7 @@ use crate::policy::outlier::{Ejection, Transition};
 use crate::policy::retry::RetryBudget;
 use crate::policy::route::EndpointSet;
 use crate::policy::Outcome;
+use crate::quarantine::{PeerEvent, PeerObserver};
 use crate::telemetry::{names, Telemetry};
 
 struct RouteState {
@@ -40,6 +42,10 @@ struct RouteState {
     /// Latency of successful attempts (µs), for the hedging delay; reset every minute.
     latency: Histogram<u64>,
     latency_since: Instant,
+    /// Where each attempt's outcome is reported about its endpoint's node (quarantine).
+    observer: Option<PeerObserver>,
+    /// The node behind each endpoint address, from gossip.
+    nodes: HashMap<SocketAddr, NodeId>,
 }
 
 /// One upstream's routing state.
@@ -115,6 +121,7 @@ impl Route {
         let mut endpoints = EndpointSet::new(BalanceConfig::default(), upstream.outlier, now);
         let initial = endpoint_list(&upstream, &view.borrow());
         endpoints.sync(&initial, now);
+        let nodes = node_map(&view.borrow());
         let seed = rand::rng().random();
         let state = RouteState {
             endpoints,
@@ -125,6 +132,8 @@ impl Route {
             view,
             latency: Histogram::new_with_bounds(1, 60_000_000, 2).expect("valid histogram bounds"),
             latency_since: now,
+            observer: None,
+            nodes,
         };
         Self {
             upstream,
@@ -136,11 +145,31 @@ impl Route {
 
     /// Follows the decision log: committed weights scale the balancer, a canary's share splits
     /// attempts between versions.
+    /// Quarantined nodes leave the endpoint set.
     pub fn follow_decisions(&self, committed: watch::Receiver<Arc<CommittedState>>) {
         let mut state = self.lock();
         state.committed = Some(committed);
-        let view = state.view.borrow().clone();
-        self.apply_committed(&mut state, &view);
+        self.resync(&mut state, Instant::now());
+    }
+
+    /// Reports each attempt's outcome about its endpoint's node to quarantine's observer.
+    pub fn observe_peers(&self, observer: PeerObserver) {
+        self.lock().observer = Some(observer);
+    }
+
+    /// Takes gossip's endpoint list (minus quarantined nodes) and the committed routing anew.
+    fn resync(&self, state: &mut RouteState, now: Instant) {
+        let view = state.view.borrow_and_update().clone();
+        let mut list = endpoint_list(&self.upstream, &view);
+        if let Some(committed) = &state.committed {
+            let denied = committed::quarantined_addresses(&view, &committed.borrow());
+            list.retain(|addr| !denied.contains(addr));
+        }
+        state.endpoints.sync(&list, now);
+        state.nodes = node_map(&view);
+        // A re-synced endpoint set starts at full weight: reapply what is committed.
+        state.routing = CommittedRouting::default();
+        self.apply_committed(state, &view);
     }
 
     fn apply_committed(&self, state: &mut RouteState, view: &MeshView) {
@@ -253,6 +282,11 @@ impl Route {
             }
             let _ = state.latency.record(micros.min(60_000_000));
         }
+        if let (Some(observer), Some(event)) = (&state.observer, peer_event(outcome)) {
+            if let Some(node) = state.nodes.get(&addr) {
+                observer.record(node, event);
+            }
+        }
         if let Some(transition) = state.endpoints.finish(addr, now, rtt, outcome) {
             drop(state);
             self.transition(addr, transition);
@@ -318,21 +352,12 @@ impl Route {
     /// Follows gossip's endpoint list (when it changed) and lets ejections run out.
     fn refresh(&self, state: &mut RouteState, now: Instant) {
         let view_changed = state.view.has_changed().unwrap_or(false);
-        if view_changed {
-            let view = state.view.borrow_and_update().clone();
-            state
-                .endpoints
-                .sync(&endpoint_list(&self.upstream, &view), now);
-        }
         let committed_changed = state
             .committed
             .as_ref()
             .is_some_and(|c| c.has_changed().unwrap_or(false));
         if view_changed || committed_changed {
-            let view = state.view.borrow().clone();
-            // A re-synced endpoint set starts at full weight: reapply what is committed.
-            state.routing = CommittedRouting::default();
-            self.apply_committed(state, &view);
+            self.resync(state, now);
         }
         for (addr, transition) in state.endpoints.tick(now) {
             self.transition(addr, transition);
@@ -397,6 +422,24 @@ impl Route {
             },
         }
     }
+}
+
+/// What an attempt's outcome says about the endpoint's node, for quarantine: answers and
+/// failures count, sheds and cancellations say nothing about it.
+fn peer_event(outcome: Outcome) -> Option<PeerEvent> {
+    match outcome {
+        Outcome::Success => Some(PeerEvent::RequestOk),
+        Outcome::Failure | Outcome::Timeout => Some(PeerEvent::RequestFailed),
+        Outcome::ConnectFailure => Some(PeerEvent::Reset),
+        Outcome::Overloaded | Outcome::Cancelled => None,
+    }
+}
+
+fn node_map(view: &MeshView) -> HashMap<SocketAddr, NodeId> {
+    view.members
+        .iter()
+        .filter_map(|m| Some((m.address, NodeId::new(m.node_id.as_str()).ok()?)))
+        .collect()
 }
 
 /// The static override, or the agents gossip says serve the service (live, not leaving,

@@ -59,6 +59,9 @@ pub mod names {
     pub const COMMITTED_WEIGHT: &str = "plexus_committed_weight";
     pub const SCALING_HINT: &str = "plexus_scaling_desired_replicas";
     pub const CANARY_SHARE: &str = "plexus_canary_share_percent";
+    pub const QUARANTINED_NODES: &str = "plexus_quarantined_nodes";
+    pub const QUARANTINE_REPORTS: &str = "plexus_quarantine_reports";
+    pub const QUARANTINE_VERDICTS: &str = "plexus_quarantine_verdicts_total";
     pub const POLICY_REFUSALS: &str = "plexus_policy_refusals_total";
 }
 

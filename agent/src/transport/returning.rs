@@ -81,6 +81,7 @@ mod tests {
             summary: None,
             edges: Vec::new(),
             consensus: None,
+            observations: Vec::new(),
         }
     }
 

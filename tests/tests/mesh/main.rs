@@ -12,6 +12,7 @@ mod gossip;
 mod http;
 mod otlp;
 mod proxy;
+mod quarantine;
 mod restart;
 mod tls;
 

@@ -47,6 +47,7 @@ fn node(
         summary,
         edges: vec![],
         consensus: None,
+        observations: vec![],
     }
 }
 

@@ -78,3 +78,16 @@ pub fn plan(
         epoch: decided.weights_epoch,
     }
 }
+
+/// The addresses of members the decision log has quarantined: they leave every endpoint set.
+pub fn quarantined_addresses(view: &MeshView, committed: &CommittedState) -> Vec<SocketAddr> {
+    let quarantined = &committed.trust.quarantined;
+    if quarantined.is_empty() {
+        return Vec::new();
+    }
+    view.members
+        .iter()
+        .filter(|m| NodeId::new(m.node_id.as_str()).is_ok_and(|n| quarantined.contains_key(&n)))
+        .map(|m| m.address)
+        .collect()
+}
