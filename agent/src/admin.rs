@@ -41,12 +41,28 @@ pub trait AdminView: Send + Sync + 'static {
     fn routes(&self) -> serde_json::Value;
     /// The decision log: where this agent stands, the committed state and the committed tail.
     fn decisions(&self) -> serde_json::Value;
+    /// This agent's leaf, the trust bundle with expiries, and where the mesh CA stands.
+    fn certs(&self) -> serde_json::Value;
+    /// The committed join tokens (IDs, expiry, revocation; never secrets).
+    fn tokens(&self) -> serde_json::Value;
+    /// The secret mutating calls must present (`authorization: Bearer ...`); `None` when this
+    /// agent keeps no admin token file, and then nothing may be changed through it.
+    fn admin_token(&self) -> Option<String>;
+    /// Carries out an operator's action through the leader; a line for the operator.
+    fn operate(&self, action: plexus_protocol::OperatorAction) -> Operation;
     /// The committed access policy: default, rules in precedence order, applied index.
     fn policy(&self) -> serde_json::Value;
     /// Quarantined nodes with each verdict's evidence, this agent's own reports about its
     /// peers, and (on the leader) the nodes under suspicion.
     fn quarantine(&self) -> serde_json::Value;
 }
+
+/// An operator's action under way.
+pub type Operation =
+    std::pin::Pin<Box<dyn std::future::Future<Output = Result<String, String>> + Send>>;
+
+/// Largest body a mutating call may send.
+const MAX_BODY: usize = 16 * 1024;
 
 /// Serves admin requests on `listener` until `shutdown` turns true.
 pub async fn serve(
@@ -81,7 +97,14 @@ pub async fn serve(
             let _permit = permit;
             let service = hyper::service::service_fn(move |req| {
                 let view = view.clone();
-                async move { Ok::<_, Infallible>(answer(&*view, &req)) }
+                async move {
+                    let response = if req.method() == Method::POST {
+                        mutate(&*view, req).await
+                    } else {
+                        answer(&*view, &req)
+                    };
+                    Ok::<_, Infallible>(response)
+                }
             });
             if let Err(error) = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
@@ -97,10 +120,13 @@ pub async fn serve(
 
 fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>> {
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut response = text(StatusCode::METHOD_NOT_ALLOWED, "only GET is served here\n");
+        let mut response = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "only GET, and POST on the operator paths, are served here\n",
+        );
         response.headers_mut().insert(
             hyper::header::ALLOW,
-            hyper::header::HeaderValue::from_static("GET, HEAD"),
+            hyper::header::HeaderValue::from_static("GET, HEAD, POST"),
         );
         return response;
     }
@@ -121,6 +147,8 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/v1/graph" => json(view.graph()),
         "/v1/routes" => json(view.routes()),
         "/v1/decisions" => json(view.decisions()),
+        "/v1/certs" => json(view.certs()),
+        "/v1/tokens" => json(view.tokens()),
         "/v1/policy" => json(view.policy()),
         "/v1/quarantine" => json(view.quarantine()),
         _ => text(
@@ -129,6 +157,101 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
              /v1/routes, /v1/decisions, /v1/policy, /v1/quarantine or /v1/graph\n",
         ),
     }
+}
+
+/// A mutating call: authenticated with the local admin token, carried out through the leader.
+///
+/// | path                       | body                  | action                        |
+/// |----------------------------|-----------------------|-------------------------------|
+/// | `/v1/tokens`               | `{"ttl": "24h"}`      | make a join token (no ttl: never expires) |
+/// | `/v1/tokens/revoke`        | `{"id": "..."}`       | revoke a join token           |
+/// | `/v1/ca/rotate`            | none                  | rotate the mesh CA            |
+/// | `/v1/quarantine/release`   | `{"node": "..."}`     | end a node's quarantine       |
+async fn mutate(view: &dyn AdminView, req: Request<Incoming>) -> Response<Full<Bytes>> {
+    use http_body_util::BodyExt;
+    use plexus_protocol::OperatorAction;
+    let Some(expected) = view.admin_token() else {
+        return text(
+            StatusCode::FORBIDDEN,
+            "this agent keeps no admin token (it has no data_dir); nothing can be changed here\n",
+        );
+    };
+    let presented = req
+        .headers()
+        .get(hyper::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.strip_prefix("Bearer "));
+    let matches = presented.is_some_and(|p| {
+        p.len() == expected.len()
+            && p.bytes()
+                .zip(expected.bytes())
+                .fold(0u8, |acc, (a, b)| acc | (a ^ b))
+                == 0
+    });
+    if !matches {
+        return text(
+            StatusCode::UNAUTHORIZED,
+            "mutating calls need the local admin token (authorization: Bearer <admin.token>)\n",
+        );
+    }
+    let path = req.uri().path().to_owned();
+    let limited = http_body_util::Limited::new(req.into_body(), MAX_BODY);
+    let body = match limited.collect().await {
+        Ok(body) => body.to_bytes(),
+        Err(_) => return text(StatusCode::PAYLOAD_TOO_LARGE, "body larger than 16 KiB\n"),
+    };
+    let fields: serde_json::Value = if body.is_empty() {
+        serde_json::json!({})
+    } else {
+        match serde_json::from_slice(&body) {
+            Ok(value) => value,
+            Err(e) => return bad_request(format!("body is not JSON: {e}")),
+        }
+    };
+    let field = |name: &str| fields.get(name).and_then(|v| v.as_str()).map(str::to_owned);
+    let action = match path.as_str() {
+        "/v1/tokens" => match field("ttl").map(|t| humantime::parse_duration(&t)) {
+            None => OperatorAction::CreateToken { ttl_ms: None },
+            Some(Ok(ttl)) => OperatorAction::CreateToken {
+                ttl_ms: Some(ttl.as_millis() as u64),
+            },
+            Some(Err(e)) => return bad_request(format!("ttl: {e}; write e.g. \"24h\"")),
+        },
+        "/v1/tokens/revoke" => match field("id") {
+            Some(id) => OperatorAction::RevokeToken { id },
+            None => return bad_request("id is required".into()),
+        },
+        "/v1/ca/rotate" => OperatorAction::RotateCa,
+        "/v1/quarantine/release" => match field("node").map(plexus_protocol::NodeId::new) {
+            Some(Ok(node)) => OperatorAction::Release { node },
+            Some(Err(e)) => return bad_request(format!("node: {e}")),
+            None => return bad_request("node is required".into()),
+        },
+        _ => {
+            return text(
+                StatusCode::NOT_FOUND,
+                "not found; POST /v1/tokens, /v1/tokens/revoke, /v1/ca/rotate or \
+                 /v1/quarantine/release\n",
+            )
+        }
+    };
+    match view.operate(action).await {
+        Ok(detail) => json(serde_json::json!({ "ok": true, "detail": detail })),
+        Err(reason) => {
+            let body = serde_json::json!({ "ok": false, "error": reason });
+            let mut response = json(body);
+            *response.status_mut() = StatusCode::CONFLICT;
+            response
+        }
+    }
+}
+
+fn bad_request(reason: String) -> Response<Full<Bytes>> {
+    with_type(
+        StatusCode::BAD_REQUEST,
+        "text/plain; charset=utf-8",
+        reason + "\n",
+    )
 }
 
 fn json(value: serde_json::Value) -> Response<Full<Bytes>> {

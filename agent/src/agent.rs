@@ -21,6 +21,7 @@ use tokio::task::JoinSet;
 use crate::admin;
 
 mod admin_view;
+mod peers;
 use crate::config::{AgentConfig, LocalService, Upstream};
 use crate::consensus::{Consensus, ConsensusSetup};
 use crate::gossip::{Gossip, GossipInbox, GossipSetup, MeshView, NodeFacts};
@@ -105,6 +106,13 @@ struct AgentState {
     /// Quarantine: this agent's reports and (leading) suspicions, for `/v1/quarantine`.
     observer: crate::quarantine::PeerObserver,
     quarantine: crate::quarantine::QuarantineSettings,
+    trust_service: crate::trust::TrustService,
+    /// The certificate served now (renewals replace it).
+    credentials: Arc<LiveCredentials>,
+    live_trust: Arc<crate::pki::LiveTrust>,
+    pki: crate::config::PkiSettings,
+    /// What mutating admin calls must present (`<data_dir>/admin.token`).
+    admin_token: Option<String>,
 }
 
 impl AgentState {
@@ -227,6 +235,23 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
             (Arc::new(proxy), listener, bound)
         })
         .collect();
+    let mut tasks = JoinSet::new();
+    let trust_service = crate::trust::start(
+        crate::trust::TrustSetup {
+            node_id: config.node_id.clone(),
+            trust_domain: config.trust.trust_domain().clone(),
+            consensus: consensus.clone(),
+            view: gossip.view(),
+            pool: pool.clone(),
+            trust: trust.clone(),
+            credentials: credentials.clone(),
+            pki: config.pki.clone(),
+            ca_file: config.tls_files.ca.clone(),
+            telemetry: telemetry.clone(),
+        },
+        &mut tasks,
+        shutdown_rx.clone(),
+    );
     let state = Arc::new(AgentState {
         node_id: config.node_id.clone(),
         spiffe_id: config.credentials.spiffe_id.to_string(),
@@ -253,9 +278,15 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         consensus,
         observer: observer.clone(),
         quarantine: config.quarantine,
+        trust_service,
+        credentials: credentials.clone(),
+        live_trust: trust.clone(),
+        pki: config.pki.clone(),
+        admin_token: config
+            .state_dir()
+            .and_then(|dir| crate::trust::admin::admin_token(&dir)),
     });
 
-    let mut tasks = JoinSet::new();
     tasks.spawn(consensus_task);
     tasks.spawn(crate::consensus::leader::propose_decisions(
         state.consensus.clone(),
@@ -463,6 +494,16 @@ async fn serve_peer(
             return;
         }
     };
+    if connection.peer_identity().is_none() {
+        // No client certificate: the only thing such a peer may do is join with a token.
+        peers::serve_joiner(
+            connection,
+            state.trust_service.clone(),
+            state.telemetry.clone(),
+        )
+        .await;
+        return;
+    }
     let peer = match PeerConnection::identify(connection.clone()) {
         Ok(peer) => peer,
         Err(reason) => {
@@ -500,9 +541,14 @@ async fn serve_peer(
         };
         match accepted {
             Ok(PeerStream::Proxy((send, recv))) => {
-                let inbound = inbound.clone();
-                let node = peer.node_id.clone();
-                streams.spawn(async move { inbound.serve_stream(node, send, recv).await });
+                streams.spawn(peers::serve_bi(
+                    inbound.clone(),
+                    state.trust_service.clone(),
+                    state.telemetry.clone(),
+                    peer.node_id.clone(),
+                    send,
+                    recv,
+                ));
             }
             Ok(PeerStream::Gossip(recv)) => {
                 let gossip = gossip.clone();

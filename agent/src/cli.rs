@@ -16,6 +16,9 @@ use crate::pki::{self, IssueOptions, Validity};
 pub const EXIT_RUNTIME: u8 = 1;
 pub const EXIT_USAGE: u8 = 2;
 
+/// How long a first start keeps trying to join with its token.
+const JOIN_LIMIT: Duration = Duration::from_secs(120);
+
 #[derive(Debug, Parser)]
 #[command(
     name = "plexus",
@@ -58,6 +61,11 @@ pub enum Command {
         /// Print the raw JSON answer.
         #[arg(long, global = true)]
         json: bool,
+        /// The agent's admin token (`<data_dir>/admin.token`), for commands that change
+        /// something.
+        #[arg(long, global = true, env = "PLEXUS_ADMIN_TOKEN_FILE",
+              default_value = crate::ctl::DEFAULT_TOKEN_FILE)]
+        token_file: PathBuf,
         #[command(subcommand)]
         command: CtlCommand,
     },
@@ -71,7 +79,7 @@ pub enum Command {
 
 #[derive(Debug, Subcommand)]
 pub enum PkiCommand {
-    /// Create a mesh CA: DIR/ca.pem and DIR/ca.key (0600).
+    /// Create a mesh CA: DIR/ca.pem, DIR/ca.key (0600) and a join token DIR/join-token (0600).
     Init {
         #[arg(long)]
         trust_domain: TrustDomain,
@@ -124,12 +132,53 @@ pub enum CtlCommand {
         /// The service being released.
         service: String,
     },
+    /// This agent's certificate, the trust bundle with expiries, and the mesh CA's state.
+    Certs,
+    /// Join tokens: list them, or make or revoke one.
+    Tokens {
+        #[command(subcommand)]
+        action: Option<TokenAction>,
+    },
+    /// The mesh CA.
+    #[command(subcommand)]
+    Ca(CaAction),
+    /// Quarantined nodes with the evidence behind each verdict, this agent's own reports about
+    /// its peers and, on the leader, the nodes under suspicion; or release a node.
+    Quarantine {
+        #[command(subcommand)]
+        action: Option<QuarantineAction>,
+    },
     /// The dependency map: which service calls which, with request and error rates.
     Graph {
         /// Output format (ignored with --json).
         #[arg(long, value_enum, default_value = "text")]
         format: crate::ctl::GraphFormat,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum TokenAction {
+    /// Make a join token and print it (once: the mesh keeps only its hash).
+    Create {
+        /// How long it admits joins (e.g. "24h"); without it, until revoked.
+        #[arg(long)]
+        ttl: Option<String>,
+    },
+    /// Refuse a token from now on.
+    Revoke { id: String },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum QuarantineAction {
+    /// End a node's quarantine now (through the leader; needs the admin token).
+    Release { node: NodeId },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum CaAction {
+    /// Make a new root, cross-signed by the current one; leaves are reissued under it and the
+    /// old root retires once every leaf it signed has expired.
+    Rotate,
 }
 
 /// A certificate lifetime: a duration from one minute to 100 years.
@@ -215,6 +264,13 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Agent { config, check } => {
+            if let (Some(plan), false) = (AgentConfig::join_plan(&config), check) {
+                // First start with a join token: obtain a certificate before anything else.
+                tracing::info!(node = %plan.node_id, "joining the mesh with a token");
+                runtime()?
+                    .block_on(crate::trust::join::join(&plan, JOIN_LIMIT))
+                    .map_err(Failure::runtime)?;
+            }
             let loaded = AgentConfig::load(&config).map_err(Failure::usage)?;
             if check {
                 println!(
@@ -239,7 +295,14 @@ fn run(command: Command) -> Result<(), Failure> {
                 force,
             };
             let root = pki::init_ca(&trust_domain, &out, options).map_err(pki_failure)?;
+            let token = pki::ca::write_token_file(&out, force).map_err(pki_failure)?;
             println!("mesh CA for {root} written to {}", out.display());
+            println!(
+                "join token written to {} (a voter with tls.ca_key = {}/ca.key brings both \
+                 into the decision log)",
+                token.display(),
+                out.display()
+            );
             Ok(())
         }
         Command::Pki(PkiCommand::Issue {
@@ -260,6 +323,7 @@ fn run(command: Command) -> Result<(), Failure> {
         Command::Ctl {
             admin,
             json,
+            token_file,
             command,
         } => runtime()?
             .block_on(async {
@@ -275,6 +339,37 @@ fn run(command: Command) -> Result<(), Failure> {
                     }
                     CtlCommand::Graph { format } => {
                         crate::ctl::print_graph(admin, json, format).await
+                    }
+                    CtlCommand::Certs => crate::ctl::print_certs(admin, json).await,
+                    CtlCommand::Tokens { action: None } => {
+                        crate::ctl::print_tokens(admin, json).await
+                    }
+                    CtlCommand::Tokens {
+                        action: Some(TokenAction::Create { ttl }),
+                    } => {
+                        let body = serde_json::json!({ "ttl": ttl });
+                        crate::ctl::operate(admin, json, "/v1/tokens", body, &token_file).await
+                    }
+                    CtlCommand::Tokens {
+                        action: Some(TokenAction::Revoke { id }),
+                    } => {
+                        let body = serde_json::json!({ "id": id });
+                        let path = "/v1/tokens/revoke";
+                        crate::ctl::operate(admin, json, path, body, &token_file).await
+                    }
+                    CtlCommand::Quarantine { action: None } => {
+                        crate::ctl::print_quarantine(admin, json).await
+                    }
+                    CtlCommand::Quarantine {
+                        action: Some(QuarantineAction::Release { node }),
+                    } => {
+                        let body = serde_json::json!({ "node": node });
+                        let path = "/v1/quarantine/release";
+                        crate::ctl::operate(admin, json, path, body, &token_file).await
+                    }
+                    CtlCommand::Ca(CaAction::Rotate) => {
+                        let body = serde_json::json!({});
+                        crate::ctl::operate(admin, json, "/v1/ca/rotate", body, &token_file).await
                     }
                 }
             })

@@ -25,6 +25,7 @@ pub mod proxy;
 pub mod quarantine;
 pub mod telemetry;
 pub mod transport;
+pub mod trust;
 
 pub use agent::{start, RunningAgent, StartError};
 pub use config::AgentConfig;

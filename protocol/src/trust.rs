@@ -261,13 +261,11 @@ impl TrustState {
     /// the oldest roots, tokens and quarantines beyond their maximum are dropped.
     pub(crate) fn apply(&mut self, index: u64, decision: &Decision) {
         match &decision.kind {
-            DecisionKind::TrustInit { root, key, tokens } => {
-                if self.roots.is_empty() {
-                    self.roots.push(root.clone());
-                    self.keys.insert(root.serial.clone(), key.clone());
-                    for (id, token) in tokens {
-                        self.tokens.insert(id.clone(), token.clone());
-                    }
+            DecisionKind::TrustInit { root, key, tokens } if self.roots.is_empty() => {
+                self.roots.push(root.clone());
+                self.keys.insert(root.serial.clone(), key.clone());
+                for (id, token) in tokens {
+                    self.tokens.insert(id.clone(), token.clone());
                 }
             }
             DecisionKind::CaRotate {
@@ -292,14 +290,15 @@ impl TrustState {
                     self.keys.remove(&oldest.serial);
                 }
             }
-            DecisionKind::CaRetire { serial } => {
-                // The issuer is never retired.
-                if self.roots.len() > 1 && self.roots.last().is_some_and(|r| &r.serial != serial) {
-                    self.roots.retain(|r| &r.serial != serial);
-                    self.keys.remove(serial);
-                    if self.roots.len() == 1 {
-                        self.cross_signed = None;
-                    }
+            // The issuer is never retired.
+            DecisionKind::CaRetire { serial }
+                if self.roots.len() > 1
+                    && self.roots.last().is_some_and(|r| &r.serial != serial) =>
+            {
+                self.roots.retain(|r| &r.serial != serial);
+                self.keys.remove(serial);
+                if self.roots.len() == 1 {
+                    self.cross_signed = None;
                 }
             }
             DecisionKind::TokenCreate { id, token } => {
@@ -334,20 +333,20 @@ impl TrustState {
                 node,
                 serials,
                 observers,
-            } => {
-                if self.quarantined.len() < MAX_QUARANTINED || self.quarantined.contains_key(node) {
-                    self.quarantined.insert(
-                        node.clone(),
-                        QuarantineRecord {
-                            serials: serials.clone(),
-                            observers: observers.clone(),
-                            reason: decision.reason.clone(),
-                            evidence: decision.evidence.clone(),
-                            since_ms: decision.proposed_at_ms,
-                            index,
-                        },
-                    );
-                }
+            } if self.quarantined.len() < MAX_QUARANTINED
+                || self.quarantined.contains_key(node) =>
+            {
+                self.quarantined.insert(
+                    node.clone(),
+                    QuarantineRecord {
+                        serials: serials.clone(),
+                        observers: observers.clone(),
+                        reason: decision.reason.clone(),
+                        evidence: decision.evidence.clone(),
+                        since_ms: decision.proposed_at_ms,
+                        index,
+                    },
+                );
             }
             DecisionKind::Release { node } => {
                 self.quarantined.remove(node);

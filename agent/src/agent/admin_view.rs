@@ -9,6 +9,28 @@ use crate::admin::AdminView;
 const DECISIONS_SHOWN: usize = 256;
 
 impl AdminView for AgentState {
+    fn certs(&self) -> serde_json::Value {
+        crate::trust::admin::certs(
+            &self.credentials,
+            &self.live_trust,
+            &self.consensus.state().trust,
+            &self.pki,
+        )
+    }
+
+    fn tokens(&self) -> serde_json::Value {
+        crate::trust::admin::tokens(&self.consensus.state().trust)
+    }
+
+    fn admin_token(&self) -> Option<String> {
+        self.admin_token.clone()
+    }
+
+    fn operate(&self, action: plexus_protocol::OperatorAction) -> crate::admin::Operation {
+        let service = self.trust_service.clone();
+        Box::pin(async move { service.relay(action).await })
+    }
+
     fn readiness(&self) -> Result<(), String> {
         if !self.ready() {
             return Err("starting".into());

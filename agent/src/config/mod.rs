@@ -15,6 +15,7 @@ use plexus_protocol::{NodeId, ServiceName};
 
 use crate::pki::{NodeCredentials, TrustBundle};
 
+pub use validate::tls::JoinPlan;
 pub use validate::{line_of, DEFAULT_ADMIN, DEFAULT_LISTEN};
 
 /// A validated agent configuration with its certificates loaded.
@@ -55,6 +56,7 @@ pub struct AgentConfig {
     pub trust: TrustBundle,
     pub credentials: NodeCredentials,
     pub tls_files: TlsFiles,
+    pub pki: PkiSettings,
 }
 
 /// One `[[scaling]]` table.
@@ -64,6 +66,24 @@ pub struct ScalingPolicy {
     pub settings: crate::decide::ScalingSettings,
     /// Run as `HOOK SERVICE REPLICAS` on this agent when the committed hint changes.
     pub scale_hook: Option<PathBuf>,
+}
+
+/// The certificate authority settings of `[tls]`.
+#[derive(Debug, Clone)]
+pub struct PkiSettings {
+    /// `tls.ca_key`: this voter brings the mesh CA into the decision log.
+    pub ca_key: Option<PathBuf>,
+    /// `tls.join_token_file`: how this agent got (or gets) its first certificate.
+    pub join_token_file: Option<PathBuf>,
+    /// `tls.leaf_lifetime`: how long the leaves the leader signs live.
+    pub leaf_lifetime: Duration,
+    /// Where obtained and renewed certificates are kept (`<data_dir>/tls`), when the agent has
+    /// a data directory.
+    pub stored: Option<PathBuf>,
+}
+
+impl PkiSettings {
+    pub const DEFAULT_LEAF_LIFETIME: Duration = Duration::from_secs(86_400);
 }
 
 /// Where the certificates came from.
@@ -233,6 +253,14 @@ impl AgentConfig {
             }])
         })?;
         Self::from_toml(path, &text)
+    }
+
+    /// The join a first start must do before [`AgentConfig::load`] can succeed, if any
+    /// (`tls.join_token_file` set and no certificate yet); `None` also when the file is bad.
+    pub fn join_plan(path: &Path) -> Option<JoinPlan> {
+        let text = std::fs::read_to_string(path).ok()?;
+        let raw = validate::parse(path, &text).ok()?;
+        validate::tls::join_plan(path, &raw)
     }
 
     /// Parses and validates `text`; `path` names it in errors and anchors relative paths.

@@ -80,6 +80,12 @@ pub struct RawTls {
     pub ca: Option<PathBuf>,
     pub cert: Option<PathBuf>,
     pub key: Option<PathBuf>,
+    /// The mesh CA key a voter brings into the decision log (PEM, from `plexus pki init`).
+    pub ca_key: Option<PathBuf>,
+    /// A join token: a new agent obtains its first certificate from the leader with it.
+    pub join_token_file: Option<PathBuf>,
+    /// How long the leaves the leader signs live (default 24h).
+    pub leaf_lifetime: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

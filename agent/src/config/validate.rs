@@ -7,8 +7,7 @@ use std::time::Duration;
 use plexus_protocol::NodeId;
 
 use super::raw::RawConfig;
-use super::{AgentConfig, ConfigError, ConfigErrors, TlsFiles, TransportSettings};
-use crate::pki::{NodeCredentials, TrustBundle};
+use super::{AgentConfig, ConfigError, ConfigErrors, TransportSettings};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
@@ -266,40 +265,18 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         listeners.push((key, upstream.listen));
     }
 
-    let tls = raw.tls.unwrap_or_default();
-    let ca = c.readable_file("tls.ca", tls.ca.as_ref());
-    let cert = c.readable_file("tls.cert", tls.cert.as_ref());
-    let key = c.readable_file("tls.key", tls.key.as_ref());
-    let trust = ca
-        .as_ref()
-        .and_then(|ca| c.check("tls.ca", TrustBundle::load(ca)));
-    let credentials = match (&cert, &key) {
-        (Some(cert), Some(key)) => {
-            let loaded = NodeCredentials::load(cert, key);
-            let key_name = match &loaded {
-                Err(crate::pki::PkiError::BadFile { path, .. }) if path == key => "tls.key",
-                _ => "tls.cert",
-            };
-            c.check(key_name, loaded)
-        }
-        _ => None,
-    };
-    if let (Some(trust), Some(creds)) = (&trust, &credentials) {
-        if creds.spiffe_id.trust_domain() != trust.trust_domain() {
-            c.error(
-                "tls.cert",
-                format!(
-                    "certificate is for {} but tls.ca is the CA of trust domain {}",
-                    creds.spiffe_id,
-                    trust.trust_domain()
-                ),
-            );
-        } else if let Err(reason) = crate::pki::check_own_certificate(trust, creds) {
-            // Peers would refuse every handshake: better said now than after start.
-            c.error("tls.cert", reason);
-        }
-    }
-
+    let state_dir = (raw.data_dir.is_some() || consensus.bootstrap_expect.is_some()).then(|| {
+        raw.data_dir
+            .clone()
+            .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
+    });
+    let tls = tls::tls(
+        &mut c,
+        raw.tls.as_ref(),
+        state_dir.as_deref(),
+        consensus.bootstrap_expect.is_some(),
+    );
+    let credentials = tls.as_ref().map(|t| t.credentials.duplicate());
     let node_id = match (&raw.node_id, &credentials) {
         (Some(id), creds) => {
             let id = c.check("node_id", NodeId::new(id.as_str()));
@@ -320,28 +297,10 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         (None, None) => None,
     };
 
-    match (
-        node_id,
-        listen,
-        advertise,
-        admin,
-        trust,
-        credentials,
-        ca,
-        cert,
-        key,
-    ) {
-        (
-            Some(node_id),
-            Some(listen),
-            Some(advertise),
-            Some(admin),
-            Some(trust),
-            Some(credentials),
-            Some(ca),
-            Some(cert),
-            Some(key),
-        ) if c.errors.is_empty() => {
+    match (node_id, listen, advertise, admin, tls) {
+        (Some(node_id), Some(listen), Some(advertise), Some(admin), Some(tls))
+            if c.errors.is_empty() =>
+        {
             let caller = default_caller(&services, &node_id);
             for upstream in upstreams.iter_mut().filter(|u| u.caller.is_empty()) {
                 upstream.caller = caller.clone();
@@ -366,9 +325,10 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 otlp_endpoint,
                 services,
                 upstreams,
-                trust,
-                credentials,
-                tls_files: TlsFiles { ca, cert, key },
+                trust: tls.trust,
+                credentials: tls.credentials,
+                tls_files: tls.files,
+                pki: tls.pki,
             })
         }
         _ => Err(ConfigErrors(c.errors)),
@@ -378,6 +338,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
 mod access;
 mod consensus;
 mod quarantine;
+pub(crate) mod tls;
 mod workloads;
 use workloads::{default_caller, services, upstreams};
 

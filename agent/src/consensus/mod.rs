@@ -114,7 +114,7 @@ pub enum ProposeError {
 }
 
 pub(crate) enum Command {
-    Propose(Decision),
+    Propose(Box<Decision>),
     /// Transfer leadership to the most caught-up voter (before a graceful exit).
     HandOver,
 }
@@ -187,7 +187,7 @@ impl Consensus {
             return Err(ProposeError::NotLeader);
         }
         self.commands
-            .try_send(Command::Propose(decision))
+            .try_send(Command::Propose(Box::new(decision)))
             .map_err(|e| match e {
                 mpsc::error::TrySendError::Full(_) => ProposeError::Busy,
                 mpsc::error::TrySendError::Closed(_) => ProposeError::Stopped,

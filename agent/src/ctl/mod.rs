@@ -113,11 +113,13 @@ mod mesh;
 mod policy;
 mod quarantine;
 mod routes;
+mod trust;
 pub use decisions::{canary_table, decisions_table};
 pub use mesh::{graph_dot, graph_text, peers_table, services_table, GraphFormat};
 pub use policy::{policy_table, print_policy};
 pub use quarantine::{print_quarantine, quarantine_table};
 pub use routes::routes_table;
+pub use trust::{operate, post, print_certs, print_tokens, DEFAULT_TOKEN_FILE};
 
 /// GETs a JSON document from the admin API.
 async fn get_json(admin: SocketAddr, path: &str) -> Result<(String, serde_json::Value), String> {

@@ -135,7 +135,10 @@ impl Gossip {
             extra_liveness_predicate: None,
             protocol_version: chitchat::ProtocolVersion::V1,
         };
-        let initial = vec![(CERT_KEY.to_owned(), cert_value(&setup.credentials.chain()[0]))];
+        let initial = vec![(
+            CERT_KEY.to_owned(),
+            cert_value(&setup.credentials.chain()[0]),
+        )];
         let handle = spawn_chitchat(config, initial, &wire.transport).await?;
 
         let mut tasks = JoinSet::new();

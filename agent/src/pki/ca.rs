@@ -12,7 +12,7 @@ use rcgen::{CertificateSigningRequestParams, Issuer, KeyPair, PublicKeyData};
 use rustls::pki_types::{CertificateDer, CertificateSigningRequestDer, PrivateKeyDer};
 use time::OffsetDateTime;
 
-use super::credentials::root_facts;
+pub(crate) use super::credentials::root_facts;
 use super::issue::{ca_params, leaf_params, Validity};
 use super::PkiError;
 
@@ -53,7 +53,9 @@ fn first_cert(pem: &[u8]) -> Result<CertificateDer<'static>, String> {
 }
 
 fn millis(unix_seconds: i64) -> u64 {
-    u64::try_from(unix_seconds).unwrap_or(0).saturating_mul(1000)
+    u64::try_from(unix_seconds)
+        .unwrap_or(0)
+        .saturating_mul(1000)
 }
 
 fn issuer(trust: &TrustState) -> Result<(Issuer<'static, KeyPair>, &TrustedRoot), String> {
@@ -68,7 +70,7 @@ fn issuer(trust: &TrustState) -> Result<(Issuer<'static, KeyPair>, &TrustedRoot)
     Ok((issuer, root))
 }
 
-/// Signs a leaf for `node` from a PKCS#10 request, valid from a minute before `now` for
+/// Signs a leaf for `node` from a PKCS#10 request, valid from a little before `now` for
 /// `lifetime` but never past the issuing root. Only the request's public key is used: the
 /// identity, usages and dates are the mesh's. Returns the leaf (DER).
 pub fn sign_request(
@@ -80,18 +82,20 @@ pub fn sign_request(
     now: OffsetDateTime,
 ) -> Result<Vec<u8>, String> {
     let (issuer, root) = issuer(trust)?;
-    let mut request = CertificateSigningRequestParams::from_der(
-        &CertificateSigningRequestDer::from(csr),
-    )
-    .map_err(|e| format!("unusable certificate request: {e}"))?;
+    let mut request =
+        CertificateSigningRequestParams::from_der(&CertificateSigningRequestDer::from(csr))
+            .map_err(|e| format!("unusable certificate request: {e}"))?;
     let root_end = OffsetDateTime::from_unix_timestamp((root.not_after_ms / 1000) as i64)
         .map_err(|e| e.to_string())?;
     let not_after = (now + lifetime).min(root_end);
     if not_after <= now {
         return Err("the mesh CA has expired".into());
     }
+    // Backdated a little for clocks behind ours; a tenth of the lifetime at most, so the
+    // renewal point (two thirds of the validity) stays ahead of now.
+    let backdate = (lifetime / 10).min(Duration::from_secs(60));
     let validity = Validity {
-        not_before: now - time::Duration::minutes(1),
+        not_before: now - backdate,
         not_after,
     };
     let spiffe = SpiffeId::new(trust_domain.clone(), node.clone());

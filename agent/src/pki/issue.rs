@@ -186,11 +186,11 @@ fn refuse_overwrite(path: &Path, force: bool) -> Result<(), PkiError> {
 }
 
 /// Writes a private key readable by its owner only (0600, from creation, never widened).
-pub(crate) fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub fn write_secret(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_atomically(path, contents, 0o600)
 }
 
-pub(crate) fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
+pub fn write_public(path: &Path, contents: &str) -> Result<(), PkiError> {
     write_atomically(path, contents, 0o644)
 }
 

@@ -12,8 +12,8 @@ use std::sync::{Arc, RwLock};
 use plexus_protocol::{NodeId, TrustDomain, TrustState};
 use rustls::client::ResolvesClientCert;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::server::danger::ClientCertVerifier;
+use rustls::server::{ClientHello, ResolvesServerCert, WebPkiClientVerifier};
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, SignatureScheme};
 
@@ -74,7 +74,10 @@ fn build_view(
 
 impl LiveTrust {
     /// Starts from the roots of `tls.ca`.
-    pub fn new(trust_domain: TrustDomain, roots: Vec<CertificateDer<'static>>) -> Result<Arc<Self>, String> {
+    pub fn new(
+        trust_domain: TrustDomain,
+        roots: Vec<CertificateDer<'static>>,
+    ) -> Result<Arc<Self>, String> {
         let view = build_view(roots, HashSet::new(), HashSet::new(), 0)?;
         Ok(Arc::new(Self {
             trust_domain,
@@ -152,21 +155,39 @@ pub struct LiveCredentials {
 
 impl LiveCredentials {
     pub fn new(credentials: &NodeCredentials) -> Result<Arc<Self>, String> {
-        let certified = certified(credentials.chain.clone(), &credentials.key)?;
+        Self::new_from(credentials.chain.clone(), &credentials.key)
+    }
+
+    /// From a chain and its key, checked to match.
+    pub fn new_from(
+        chain: Vec<CertificateDer<'static>>,
+        key: &PrivateKeyDer<'static>,
+    ) -> Result<Arc<Self>, String> {
+        let info = cert_info(chain.first().ok_or("empty certificate chain")?)?;
+        let certified = certified(chain, key)?;
         Ok(Arc::new(Self {
-            current: RwLock::new((certified, credentials.info.clone())),
-            key: credentials.key.clone_key(),
+            current: RwLock::new((certified, info)),
+            key: key.clone_key(),
         }))
     }
 
     /// What the current leaf says (serial, dates).
     pub fn info(&self) -> CertInfo {
-        self.current.read().expect("credentials lock poisoned").1.clone()
+        self.current
+            .read()
+            .expect("credentials lock poisoned")
+            .1
+            .clone()
     }
 
     /// The current chain (leaf first).
     pub fn chain(&self) -> Vec<CertificateDer<'static>> {
-        self.current.read().expect("credentials lock poisoned").0.cert.clone()
+        self.current
+            .read()
+            .expect("credentials lock poisoned")
+            .0
+            .cert
+            .clone()
     }
 
     /// The node's private key (renewals keep it).

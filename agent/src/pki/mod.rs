@@ -12,7 +12,9 @@ mod live;
 mod verify;
 
 pub use credentials::{cert_info, leaf_spiffe_id, CertInfo, NodeCredentials, TrustBundle};
-pub use issue::{init_ca, issue_node, node_certificate, IssueOptions, Validity};
+pub use issue::{
+    init_ca, issue_node, node_certificate, write_public, write_secret, IssueOptions, Validity,
+};
 pub use live::{LiveCredentials, LiveTrust, TrustView};
 pub use verify::{check_own_certificate, peer_verifiers, rejection_reason, MeshVerifier};
 

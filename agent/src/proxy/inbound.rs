@@ -13,7 +13,7 @@ use super::splice::{splice, SpliceCounters, RESET_CODE};
 use crate::access::AccessGate;
 use crate::config::{LocalService, Protocol};
 use crate::telemetry::{names, LoadBook, OpenGuard, Telemetry};
-use crate::transport::{read_message, write_message};
+use crate::transport::{read_payload, write_message};
 
 /// How long a peer has to send its stream header after opening a stream.
 const HEADER_TIMEOUT: Duration = Duration::from_secs(5);
@@ -99,34 +99,43 @@ impl InboundProxy {
             .increment(1);
     }
 
-    /// Serves one stream a peer opened with a [`StreamHeader`].
-    pub async fn serve_stream(&self, peer: NodeId, mut send: SendStream, mut recv: RecvStream) {
-        let header =
-            match tokio::time::timeout(HEADER_TIMEOUT, read_message::<StreamHeader>(&mut recv))
-                .await
-            {
-                Ok(Ok(header)) => header,
-                Ok(Err(error)) => {
-                    tracing::warn!(%peer, %error, "bad stream header from peer");
-                    self.telemetry
-                        .counter(
-                            names::STREAMS_REFUSED,
-                            &[
-                                ("direction", "inbound"),
-                                ("service", ""),
-                                ("reason", "bad_header"),
-                            ],
-                        )
-                        .increment(1);
-                    let _ = send.reset(RESET_CODE.into());
-                    return;
-                }
-                Err(_) => {
-                    tracing::warn!(%peer, "peer sent no stream header in time");
-                    let _ = send.reset(RESET_CODE.into());
-                    return;
-                }
-            };
+    /// Serves one stream a peer opened with a [`StreamHeader`] (whose frame header `first` was
+    /// read already, to tell it from a request to the leader).
+    pub async fn serve_stream(
+        &self,
+        peer: NodeId,
+        first: plexus_protocol::FrameHeader,
+        mut send: SendStream,
+        mut recv: RecvStream,
+    ) {
+        let header = match tokio::time::timeout(
+            HEADER_TIMEOUT,
+            read_payload::<StreamHeader>(&mut recv, first),
+        )
+        .await
+        {
+            Ok(Ok(header)) => header,
+            Ok(Err(error)) => {
+                tracing::warn!(%peer, %error, "bad stream header from peer");
+                self.telemetry
+                    .counter(
+                        names::STREAMS_REFUSED,
+                        &[
+                            ("direction", "inbound"),
+                            ("service", ""),
+                            ("reason", "bad_header"),
+                        ],
+                    )
+                    .increment(1);
+                let _ = send.reset(RESET_CODE.into());
+                return;
+            }
+            Err(_) => {
+                tracing::warn!(%peer, "peer sent no stream header in time");
+                let _ = send.reset(RESET_CODE.into());
+                return;
+            }
+        };
         let service = header.service;
         if header.protocol == plexus_protocol::AppProtocol::Http {
             // HTTP streams go to HTTP services; anything else is answered as unknown.

@@ -15,9 +15,22 @@ pub enum ReadMessageError {
 
 /// Reads one `M` frame: the header is validated before the payload is read or allocated.
 pub async fn read_message<M: FrameMessage>(recv: &mut RecvStream) -> Result<M, ReadMessageError> {
+    let header = read_header(recv).await?;
+    read_payload(recv, header).await
+}
+
+/// Reads and validates a frame header (the first 8 bytes of a frame).
+pub async fn read_header(recv: &mut RecvStream) -> Result<FrameHeader, ReadMessageError> {
     let mut header = [0u8; FRAME_HEADER_LEN];
     recv.read_exact(&mut header).await?;
-    let header = FrameHeader::decode(&header)?;
+    Ok(FrameHeader::decode(&header)?)
+}
+
+/// Reads the payload of a frame whose `header` was read already, as an `M`.
+pub async fn read_payload<M: FrameMessage>(
+    recv: &mut RecvStream,
+    header: FrameHeader,
+) -> Result<M, ReadMessageError> {
     if header.frame_type != M::FRAME_TYPE {
         return Err(FrameError::UnexpectedType {
             expected: M::FRAME_TYPE,

@@ -14,7 +14,9 @@ mod tls;
 
 pub use backoff::Backoff;
 pub use datagram::QuicShape;
-pub use frames::{read_message, send_uni, write_message, ReadMessageError};
+pub use frames::{
+    read_header, read_message, read_payload, send_uni, write_message, ReadMessageError,
+};
 pub use pool::{DialError, PeerPool};
 pub use returning::{forgive_returning_peers, Returning};
 pub use tls::{client_config, server_config, ALPN};

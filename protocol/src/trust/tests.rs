@@ -148,7 +148,7 @@ fn a_rotation_keeps_both_roots_until_the_old_one_retires() {
         }),
     );
     assert_eq!(state.trust.roots.len(), 1);
-    assert!(state.trust.keys.get("01").is_none());
+    assert!(!state.trust.keys.contains_key("01"));
     assert!(state.trust.cross_signed.is_none());
 }
 

@@ -258,9 +258,10 @@ async fn raw_peer(mesh: &Mesh, node: &str) -> (quinn::Endpoint, PeerPool) {
         keep_alive: Duration::from_secs(2),
     };
     let telemetry = Telemetry::new();
+    let credentials = plexus_agent::pki::LiveCredentials::new(&credentials).unwrap();
     let endpoint = bind_endpoint(
         "127.0.0.1:0".parse().unwrap(),
-        &trust,
+        &trust.live(),
         &credentials,
         &settings,
         &telemetry,
@@ -370,7 +371,7 @@ async fn a_peer_cannot_gossip_as_another_node() {
         config,
         vec![(
             plexus_agent::gossip::seal::CERT_KEY.to_owned(),
-            plexus_agent::gossip::seal::cert_value(&a_creds),
+            plexus_agent::gossip::seal::cert_value(&a_creds.chain[0]),
         )],
         &wire.transport,
     )

@@ -15,6 +15,7 @@ mod proxy;
 mod quarantine;
 mod restart;
 mod tls;
+mod trust;
 
 use std::time::Duration;
 

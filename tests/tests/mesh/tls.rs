@@ -24,13 +24,15 @@ fn settings() -> TransportSettings {
 fn client_as(node: &NodeFiles, trust: &TrustBundle) -> quinn::ClientConfig {
     let creds =
         NodeCredentials::load(&node.dir.join("node.pem"), &node.dir.join("node.key")).unwrap();
-    plexus_agent::transport::client_config(trust, &creds, &settings(), &Telemetry::new()).unwrap()
+    let creds = pki::LiveCredentials::new(&creds).unwrap();
+    plexus_agent::transport::client_config(&trust.live(), &creds, &settings(), &Telemetry::new())
+        .unwrap()
 }
 
 /// A client that checks the server like an agent does but is built by hand: with no client
 /// certificate, or with a certificate and rustls's default session resumption left on.
 fn custom_client(trust: &TrustBundle, creds: Option<&NodeCredentials>) -> quinn::ClientConfig {
-    let (_, verifier) = pki::peer_verifiers(trust, &Telemetry::new()).unwrap();
+    let (_, verifier) = pki::peer_verifiers(&trust.live(), &Telemetry::new());
     let builder = rustls::ClientConfig::builder_with_provider(pki::crypto_provider())
         .with_protocol_versions(&[&rustls::version::TLS13])
         .unwrap()

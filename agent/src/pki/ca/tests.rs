@@ -22,7 +22,15 @@ fn committed_ca(dir: &std::path::Path) -> TrustState {
     let (root, key) = root_from_files(&dir.join(files::CA_CERT), &dir.join(files::CA_KEY)).unwrap();
     let token = token_from_file(&write_token_file(dir, false).unwrap(), 0).unwrap();
     let mut state = CommittedState::default();
-    state.apply(2, 1, &decision(DecisionKind::TrustInit { root, key, tokens: vec![token] }));
+    state.apply(
+        2,
+        1,
+        &decision(DecisionKind::TrustInit {
+            root,
+            key,
+            tokens: vec![token],
+        }),
+    );
     state.trust
 }
 
@@ -73,8 +81,15 @@ fn a_request_gets_a_leaf_for_the_asking_node_only() {
     // The request names another node: the leaf is for the node the leader says.
     let csr = make_request(&key, &NodeId::new("someone-else").unwrap()).unwrap();
     let now = OffsetDateTime::now_utc();
-    let leaf = sign_request(&trust, &trust_domain(), &node, &csr, Duration::from_secs(3600), now)
-        .unwrap();
+    let leaf = sign_request(
+        &trust,
+        &trust_domain(),
+        &node,
+        &csr,
+        Duration::from_secs(3600),
+        now,
+    )
+    .unwrap();
     let info = crate::pki::cert_info(&leaf).unwrap();
     assert_eq!(info.spiffe_id, "spiffe://ca.test/node/edge-1");
     assert!((info.not_after - now.unix_timestamp() - 3600).abs() <= 1);
@@ -87,7 +102,15 @@ fn a_request_gets_a_leaf_for_the_asking_node_only() {
     let certified = rustls::sign::CertifiedKey::new(vec![CertificateDer::from(leaf)], signing);
     assert!(certified.keys_match().is_ok());
     // Garbage is refused, not signed.
-    assert!(sign_request(&trust, &trust_domain(), &node, b"junk", Duration::from_secs(1), now).is_err());
+    assert!(sign_request(
+        &trust,
+        &trust_domain(),
+        &node,
+        b"junk",
+        Duration::from_secs(1),
+        now
+    )
+    .is_err());
 }
 
 #[test]
@@ -112,20 +135,35 @@ fn a_rotated_root_is_trusted_through_the_old_one_when_cross_signed() {
     };
     let old = state.trust.roots[0].der.clone();
     let now = OffsetDateTime::now_utc();
-    let (root, key, cross) =
-        next_root(&state.trust, &trust_domain(), Duration::from_secs(86_400 * 60), now).unwrap();
+    let (root, key, cross) = next_root(
+        &state.trust,
+        &trust_domain(),
+        Duration::from_secs(86_400 * 60),
+        now,
+    )
+    .unwrap();
     assert_ne!(root.serial, state.trust.roots[0].serial);
-    state.apply(3, 1, &decision(DecisionKind::CaRotate {
-        root: root.clone(),
-        key,
-        cross_signed: cross.clone(),
-        retire_previous_at_ms: 0,
-    }));
+    state.apply(
+        3,
+        1,
+        &decision(DecisionKind::CaRotate {
+            root: root.clone(),
+            key,
+            cross_signed: cross.clone(),
+            retire_previous_at_ms: 0,
+        }),
+    );
     let node = NodeId::new("n").unwrap();
     let csr = make_request(&node_key(), &node).unwrap();
-    let leaf =
-        sign_request(&state.trust, &trust_domain(), &node, &csr, Duration::from_secs(60), now)
-            .unwrap();
+    let leaf = sign_request(
+        &state.trust,
+        &trust_domain(),
+        &node,
+        &csr,
+        Duration::from_secs(60),
+        now,
+    )
+    .unwrap();
     // New leaves chain to the new root; an agent holding only the old root accepts them
     // through the cross-signed certificate; without it, it would not.
     assert!(chains(&leaf, &[], &[&root.der]));
@@ -144,11 +182,15 @@ fn tokens_are_checked_against_the_log() {
     assert!(check_token(&trust, &format!("{id}.{secret}x"), 1)
         .unwrap_err()
         .contains("does not match"));
-    assert!(check_token(&trust, "nope.abc", 1).unwrap_err().contains("unknown"));
+    assert!(check_token(&trust, "nope.abc", 1)
+        .unwrap_err()
+        .contains("unknown"));
     assert!(check_token(&trust, "garbage", 1).is_err());
     let made = new_token("op", 1_000, Some(Duration::from_secs(1))).unwrap();
     let mut trust = trust;
     trust.tokens.insert(made.id.clone(), made.record);
     assert_eq!(check_token(&trust, &made.text, 1_500).unwrap(), made.id);
-    assert!(check_token(&trust, &made.text, 2_000).unwrap_err().contains("expired"));
+    assert!(check_token(&trust, &made.text, 2_000)
+        .unwrap_err()
+        .contains("expired"));
 }
