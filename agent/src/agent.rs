@@ -69,6 +69,8 @@ pub struct RunningAgent {
     /// What this agent observes about its peers (quarantine's evidence).
     observer: crate::quarantine::PeerObserver,
     shutdown: watch::Sender<bool>,
+    /// The `[[policy]]`/`[access]` the leader proposes; [`RunningAgent::reload`] replaces it.
+    access_config: watch::Sender<Option<plexus_protocol::AccessPolicy>>,
     endpoint: Endpoint,
     gossip: Gossip,
     tasks: JoinSet<()>,
@@ -288,12 +290,13 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
     });
 
     tasks.spawn(consensus_task);
+    let (access_config, access_config_rx) = watch::channel(config.access.clone());
     tasks.spawn(crate::consensus::leader::propose_decisions(
         state.consensus.clone(),
         config.node_id.clone(),
         gossip.view(),
         decider_settings(&config),
-        config.access.clone(),
+        access_config_rx,
         observer.clone(),
         shutdown_rx.clone(),
     ));
@@ -382,6 +385,7 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         upstream_addrs,
         telemetry,
         shutdown,
+        access_config,
         endpoint,
         gossip,
         tasks,
@@ -423,8 +427,28 @@ impl RunningAgent {
     }
 
     /// Where this agent's data plane reports peer events (quarantine's evidence).
-    pub fn peer_observer(&self) -> crate::quarantine::PeerObserver {
+    pub fn observer(&self) -> crate::quarantine::PeerObserver {
         self.observer.clone()
+    }
+
+    /// Applies what a reloaded configuration may change while running: the `[[policy]]` and
+    /// `[access]` this agent proposes when it leads. Everything else needs a restart. Returns
+    /// a line saying what changed, for the log.
+    pub fn reload(&self, config: &AgentConfig) -> String {
+        let changed = self.access_config.send_if_modified(|current| {
+            let modified = *current != config.access;
+            *current = config.access.clone();
+            modified
+        });
+        match (changed, &config.access) {
+            (false, _) => "access policy unchanged".to_owned(),
+            (true, None) => "no access policy configured: this agent proposes none".to_owned(),
+            (true, Some(policy)) => format!(
+                "access policy reloaded ({} rules, default {}); proposed when this agent leads",
+                policy.rules.len(),
+                policy.default.label()
+            ),
+        }
     }
 
     /// Hands leadership of the decision log over (when leading), announces a graceful leave

@@ -282,7 +282,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            runtime()?.block_on(run_agent(loaded))
+            runtime()?.block_on(run_agent(loaded, &config))
         }
         Command::Pki(PkiCommand::Init {
             trust_domain,
@@ -380,21 +380,38 @@ fn run(command: Command) -> Result<(), Failure> {
     }
 }
 
-async fn run_agent(config: AgentConfig) -> Result<(), Failure> {
+async fn run_agent(config: AgentConfig, path: &std::path::Path) -> Result<(), Failure> {
+    use tokio::signal::unix::{signal, SignalKind};
     let agent = crate::agent::start(config)
         .await
         .map_err(Failure::runtime)?;
-    wait_for_stop_signal().await.map_err(Failure::runtime)?;
+    let mut terminate = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
+    loop {
+        tokio::select! {
+            result = tokio::signal::ctrl_c() => { result.map_err(Failure::runtime)?; break }
+            _ = terminate.recv() => break,
+            _ = hangup.recv() => reload(&agent, path),
+        }
+    }
     tracing::info!("stop signal received; shutting down");
     agent.shutdown().await;
     Ok(())
 }
 
-async fn wait_for_stop_signal() -> std::io::Result<()> {
-    use tokio::signal::unix::{signal, SignalKind};
-    let mut terminate = signal(SignalKind::terminate())?;
-    tokio::select! {
-        result = tokio::signal::ctrl_c() => result,
-        _ = terminate.recv() => Ok(()),
+/// SIGHUP: the configuration file is read and checked again; a valid one is applied where it
+/// can be while running (see [`crate::agent::RunningAgent::reload`]), a bad one is logged line
+/// by line and changes nothing.
+fn reload(agent: &crate::agent::RunningAgent, path: &std::path::Path) {
+    match AgentConfig::load(path) {
+        Ok(config) => {
+            let applied = agent.reload(&config);
+            tracing::info!(config = %path.display(), %applied, "configuration reloaded");
+        }
+        Err(errors) => {
+            for line in errors.to_string().lines() {
+                tracing::error!(config = %path.display(), "reload refused: {line}");
+            }
+        }
     }
 }

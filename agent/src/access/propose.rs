@@ -30,6 +30,12 @@ impl PolicyProposer {
         }
     }
 
+    /// Replaces the configured policy (a reload); a pending proposal of the old one is
+    /// forgotten, so the new one is proposed at the next step if it differs.
+    pub fn configure(&mut self, configured: Option<AccessPolicy>) {
+        *self = Self::new(configured);
+    }
+
     /// Forgets a pending proposal (the node stopped leading).
     pub fn forget(&mut self) {
         self.proposed_at = None;

@@ -28,19 +28,19 @@ pub const DECIDE_EVERY: Duration = Duration::from_secs(1);
 const HOOK_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The leader's loop: propose what the policies decide, and the configured access policy
-/// (`access`: `None` when this agent has no `[[policy]]`/`[access]`). The nodes under
+/// (`access`: `None` when this agent has no `[[policy]]`/`[access]`; a reload sends a new one). The nodes under
 /// quarantine suspicion are shown through `observer` while this agent leads.
 pub async fn propose_decisions(
     consensus: Consensus,
     node: NodeId,
     view: watch::Receiver<Arc<MeshView>>,
     settings: DeciderSettings,
-    access: Option<plexus_protocol::AccessPolicy>,
+    mut access_config: watch::Receiver<Option<plexus_protocol::AccessPolicy>>,
     observer: crate::quarantine::PeerObserver,
     mut shutdown: watch::Receiver<bool>,
 ) {
     let mut decider = Decider::new(settings);
-    let mut access = PolicyProposer::new(access);
+    let mut access = PolicyProposer::new(access_config.borrow_and_update().clone());
     let mut ticker = tokio::time::interval(DECIDE_EVERY);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut leading = false;
@@ -48,6 +48,9 @@ pub async fn propose_decisions(
         tokio::select! {
             _ = ticker.tick() => {}
             _ = stopping(&mut shutdown) => return,
+        }
+        if access_config.has_changed().unwrap_or(false) {
+            access.configure(access_config.borrow_and_update().clone());
         }
         if !consensus.status().is_leader {
             if leading {

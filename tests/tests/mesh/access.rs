@@ -30,6 +30,8 @@ fn caller_config(hosts: &str) -> String {
 struct Cell {
     /// `v-0` hosts `payments` and `ledger`, `v-1` hosts `payments`, `v-2` hosts nothing.
     voters: Vec<RunningAgent>,
+    /// The voters' configuration files, in `voters` order.
+    configs: Vec<std::path::PathBuf>,
     payments: Vec<Backend>,
     web: RunningAgent,
     batch: RunningAgent,
@@ -44,6 +46,7 @@ impl Cell {
         let ledger = echo_server().await;
         let mut payments = Vec::new();
         let mut voters: Vec<RunningAgent> = Vec::new();
+        let mut configs = Vec::new();
         for i in 0..3 {
             let seeds = match voters.first() {
                 Some(first) => format!("seeds = [\"{}\"]\n", first.quic_addr),
@@ -74,6 +77,7 @@ impl Cell {
             );
             let path = mesh.config(&node, &mesh.node(&node), &top, &config);
             voters.push(plexus_tests::start(&path).await);
+            configs.push(path);
         }
         let top = format!(
             "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\nseeds = [\"{}\"]\n",
@@ -88,6 +92,7 @@ impl Cell {
         let web = callers.pop().unwrap();
         let cell = Self {
             voters,
+            configs,
             payments,
             web,
             batch,
@@ -357,4 +362,20 @@ async fn a_policy_change_takes_effect_without_restart() {
     let (_, doc) = admin_get(cell.voters[1].admin_addr, "/v1/policy").await;
     let doc: Value = serde_json::from_str(&doc).unwrap();
     assert_eq!(doc["rules"].as_array().unwrap().len(), 2, "{doc:#}");
+
+    // The operator writes a policy into every voter's file and reloads (what SIGHUP does):
+    // the leader proposes it, and batch is refused again.
+    for (voter, path) in cell.voters.iter().zip(&cell.configs) {
+        let text = std::fs::read_to_string(path).unwrap();
+        let policy = "[access]\ndefault = \"deny\"\n\
+                      [[policy]]\nallow = { from = \"web\", to = \"payments\" }\n";
+        std::fs::write(path, format!("{text}\n{policy}")).unwrap();
+        let config = plexus_agent::config::AgentConfig::load(path).unwrap();
+        assert!(voter.reload(&config).contains("1 rules"));
+    }
+    let denied = eventually(PATIENCE, async || call_payments(&cell.batch).await.0 == 403).await;
+    assert!(denied, "the reloaded policy was never committed");
+    assert_eq!(call_payments(&cell.web).await.0, 200);
+    let decisions = cell.voters[0].consensus.state();
+    assert_eq!(decisions.trust.policy.rules.len(), 1);
 }

@@ -69,6 +69,40 @@ fn json_logs_and_ctl_status_describe_a_running_agent() {
     assert_eq!(status["trust_domain"], "test.plexus");
     assert!(status["certificate"]["not_after"].as_i64().unwrap() > 0);
 
+    // SIGHUP: a broken file is refused line by line and the agent runs on; a good one with a
+    // new access policy is applied.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, format!("{good}\n[access]\ndefault = \"maybe\"\n")).unwrap();
+    let hangup = |child: &KillOnDrop| {
+        let status = Command::new("kill")
+            .args(["-HUP", &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    let message = |wanted: &str| {
+        std::iter::from_fn(|| lines_rx.recv_timeout(Duration::from_secs(20)).ok())
+            .take(200)
+            .find_map(|line| {
+                let event: serde_json::Value = serde_json::from_str(&line).unwrap();
+                let text = event["fields"]["message"].as_str().unwrap_or("").to_owned();
+                text.contains(wanted).then_some((text, event))
+            })
+    };
+    hangup(&child);
+    let (refused, _) = message("reload refused").expect("a refused reload is logged");
+    assert!(refused.contains("node-a.toml: access"), "{refused}");
+    assert!(child.0.try_wait().unwrap().is_none(), "the agent runs on");
+    let policy = "[consensus]\nbootstrap_expect = 3\n[access]\ndefault = \"deny\"\n\
+                  [[policy]]\nallow = { from = \"web\", to = \"payments\" }\n";
+    std::fs::write(&config, format!("{good}\n{policy}")).unwrap();
+    hangup(&child);
+    let (_, reloaded) = message("configuration reloaded").expect("a reload is logged");
+    assert_eq!(
+        reloaded["fields"]["applied"],
+        "access policy reloaded (1 rules, default deny); proposed when this agent leads"
+    );
+
     drop(child);
     let (code, _, stderr) = run_plexus(&["ctl", "--admin", &admin_s, "status"]);
     assert_eq!(code, 1, "no agent any more is a runtime failure");

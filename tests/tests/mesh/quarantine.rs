@@ -194,7 +194,7 @@ async fn a_single_lying_observer_never_gets_a_healthy_node_quarantined() {
     let liar = &cell.voters[1];
     let healthy = NodeId::new("s-ok").unwrap();
     for _ in 0..20 {
-        liar.peer_observer()
+        liar.observer()
             .record(&healthy, PeerEvent::ProtocolViolation);
     }
     let reported = eventually(PATIENCE, async || {
