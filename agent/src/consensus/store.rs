@@ -126,13 +126,28 @@ pub struct LogStore {
 }
 
 impl LogStore {
-    /// Opens (or creates) the log in `dir/decisions.redb` and reads it into memory.
+    /// Opens (or creates) the log in `dir/decisions.redb` and reads it into memory. The
+    /// committed state holds the mesh CA's keys on voters, so the directory is made 0700 and
+    /// the file is kept 0600 (an existing one is narrowed to that).
     pub fn open(dir: &Path) -> Result<Self, StoreError> {
-        std::fs::create_dir_all(dir).map_err(|source| StoreError::Dir {
-            path: dir.to_owned(),
-            source,
-        })?;
+        use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+        let dir_error = |path: &Path| {
+            let path = path.to_owned();
+            move |source| StoreError::Dir { path, source }
+        };
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .map_err(dir_error(dir))?;
         let path = dir.join("decisions.redb");
+        std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .mode(0o600)
+            .open(&path)
+            .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
+            .map_err(dir_error(&path))?;
         let db = Database::create(&path).map_err(|e| db_error(&path, e))?;
         let store = Self {
             core: Arc::default(),

@@ -185,3 +185,21 @@ fn a_reset_forgets_the_raft_state_but_keeps_what_was_applied() {
     assert!(store.initial_state().unwrap().conf_state.voters.is_empty());
     assert_eq!(store.learned().as_deref(), Some(&b"applied state"[..]));
 }
+
+#[test]
+fn the_log_holding_ca_keys_is_readable_by_its_owner_only() {
+    use std::os::unix::fs::PermissionsExt;
+    let root = tempfile::tempdir().unwrap();
+    let dir = root.path().join("consensus");
+    let mode =
+        |path: &std::path::Path| std::fs::metadata(path).unwrap().permissions().mode() & 0o777;
+    drop(LogStore::open(&dir).unwrap());
+    assert_eq!(mode(&dir), 0o700);
+    assert_eq!(mode(&dir.join("decisions.redb")), 0o600);
+    // A log left readable by an older version is narrowed when opened.
+    let file = dir.join("decisions.redb");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let store = LogStore::open(&dir).unwrap();
+    assert!(!store.initialized());
+    assert_eq!(mode(&file), 0o600);
+}
