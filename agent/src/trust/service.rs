@@ -3,7 +3,8 @@
 //!
 //! Only the leader answers; any other agent says `NotLeader` with the leader's address when it
 //! knows it. A renewal is for the certificate's own node, never another; a join is refused
-//! for a node ID a live member holds, and for a quarantined one.
+//! for a node ID a live member holds, and for a quarantined one; an operator's action is taken
+//! only when a voter relays it.
 
 use std::time::Duration;
 
@@ -104,6 +105,15 @@ impl TrustService {
             }
             (None, LeaderRequest::Join { token, node, csr }) => {
                 self.join(&token, &node, &csr).await.unwrap_or_else(refused)
+            }
+            // Operator actions mint tokens and release quarantines: only a voter's admin API
+            // (which checked its local admin token) may relay them, not any certified member.
+            (Some(node), LeaderRequest::Operator { .. })
+                if !status.voters.iter().any(|v| v == node.as_str()) =>
+            {
+                refused(format!(
+                    "{node} is not a voter: operator actions are taken through a voter's admin API"
+                ))
             }
             (Some(node), LeaderRequest::Operator { action }) => self
                 .operator(&node, action)

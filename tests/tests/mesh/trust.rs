@@ -252,6 +252,17 @@ async fn a_token_join_renewals_and_a_ca_rotation_under_traffic_fail_no_request()
     }
     let (code, _) = admin_get(cell.voter(0).admin_addr, "/v1/tokens").await;
     assert_eq!(code, 200);
+    // A member that does not vote cannot mint tokens, even with its own admin token.
+    let joiner_data = cell.mesh.path().join("joiner-data");
+    let (code, refused) = post(&joiner, &joiner_data, "/v1/tokens", serde_json::json!({})).await;
+    assert_eq!(code, 409, "{refused}");
+    assert!(
+        refused["error"]
+            .as_str()
+            .unwrap()
+            .contains("joiner is not a voter"),
+        "{refused}"
+    );
     // Without the admin token nothing changes.
     let (code, _) = plexus_agent::ctl::post(
         cell.voter(0).admin_addr,
