@@ -36,6 +36,11 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 const HAND_OVER_GRACE: Duration = Duration::from_secs(2);
 /// How long shutdown spends telling peers this node is leaving.
 const LEAVE_GRACE: Duration = Duration::from_secs(1);
+/// How long a stopping agent lets requests and connections in flight finish (SIGTERM's one
+/// deadline; systemd's `TimeoutStopSec` must exceed it with the graces above).
+pub const DRAIN_DEADLINE: Duration = Duration::from_secs(10);
+/// How often draining looks at what is still in flight.
+const DRAIN_POLL: Duration = Duration::from_millis(20);
 
 /// Why an agent could not start (a runtime failure, not a configuration mistake).
 #[derive(Debug, thiserror::Error)]
@@ -69,6 +74,9 @@ pub struct RunningAgent {
     /// What this agent observes about its peers (quarantine's evidence).
     observer: crate::quarantine::PeerObserver,
     shutdown: watch::Sender<bool>,
+    /// Turns true when the agent drains: upstream listeners stop accepting.
+    draining: watch::Sender<bool>,
+    state: Arc<AgentState>,
     /// The `[[policy]]`/`[access]` the leader proposes; [`RunningAgent::reload`] replaces it.
     access_config: watch::Sender<Option<plexus_protocol::AccessPolicy>>,
     endpoint: Endpoint,
@@ -364,9 +372,10 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         shutdown_rx.clone(),
     );
     let mut upstream_addrs = Vec::new();
+    let (draining, draining_rx) = watch::channel(false);
     for (proxy, listener, bound) in proxies {
         upstream_addrs.push((proxy.route().service().clone(), bound));
-        tasks.spawn(proxy.serve(listener, shutdown_rx.clone()));
+        tasks.spawn(proxy.serve(listener, draining_rx.clone(), shutdown_rx.clone()));
     }
     tasks.spawn(admin::serve(admin_listener, state.clone(), shutdown_rx));
 
@@ -385,6 +394,8 @@ pub async fn start(config: AgentConfig) -> Result<RunningAgent, StartError> {
         upstream_addrs,
         telemetry,
         shutdown,
+        draining,
+        state,
         access_config,
         endpoint,
         gossip,
@@ -451,12 +462,44 @@ impl RunningAgent {
         }
     }
 
-    /// Hands leadership of the decision log over (when leading), announces a graceful leave
-    /// to peers, stops accepting work, closes peer connections
-    /// (telling peers), and ends every task.
+    /// Requests and TCP connections in flight through this agent: served for peers (admitted
+    /// to a local service) and carried for local apps.
+    pub fn in_flight(&self) -> u64 {
+        let served: u64 = self
+            .state
+            .load
+            .hosted(Instant::now())
+            .iter()
+            .map(|h| u64::from(h.in_flight))
+            .sum();
+        let carried: u64 = self
+            .state
+            .routes
+            .iter()
+            .flat_map(|r| r.reading().endpoints)
+            .map(|e| u64::from(e.in_flight))
+            .sum();
+        served + carried
+    }
+
+    /// Stops gracefully, the way SIGTERM does: hands leadership of the decision log over (when
+    /// leading), announces a graceful leave to peers (they stop sending new work), turns
+    /// `/readyz` to 503, stops accepting app connections, lets what is in flight finish within
+    /// [`DRAIN_DEADLINE`], then closes peer connections (telling peers) and ends every task.
     pub async fn shutdown(mut self) {
+        self.state.ready.store(false, Ordering::Release);
         self.consensus.hand_over(HAND_OVER_GRACE).await;
         self.gossip.leave(LEAVE_GRACE).await;
+        let _ = self.draining.send(true);
+        let deadline = Instant::now() + DRAIN_DEADLINE;
+        let mut left = self.in_flight();
+        while left > 0 && Instant::now() < deadline {
+            tokio::time::sleep(DRAIN_POLL).await;
+            left = self.in_flight();
+        }
+        if left > 0 {
+            tracing::warn!(node = %self.node_id, in_flight = left, deadline = ?DRAIN_DEADLINE, "drain deadline passed; closing what is still in flight");
+        }
         let _ = self.shutdown.send(true);
         self.gossip.shutdown().await;
         self.endpoint.close(0u32.into(), b"agent shutting down");

@@ -382,20 +382,36 @@ fn run(command: Command) -> Result<(), Failure> {
 
 async fn run_agent(config: AgentConfig, path: &std::path::Path) -> Result<(), Failure> {
     use tokio::signal::unix::{signal, SignalKind};
+    let node = config.node_id.clone();
     let agent = crate::agent::start(config)
         .await
         .map_err(Failure::runtime)?;
+    // The certificate is held and the endpoint bound: tell systemd (Type=notify).
+    crate::systemd::ready(&format!(
+        "serving as {node} on {} (admin {})",
+        agent.quic_addr, agent.admin_addr
+    ));
+    let (watchdog_stop, watchdog_rx) = tokio::sync::watch::channel(false);
+    let watchdog = tokio::spawn(crate::systemd::watchdog(watchdog_rx));
     let mut terminate = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
     let mut hangup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     loop {
         tokio::select! {
             result = tokio::signal::ctrl_c() => { result.map_err(Failure::runtime)?; break }
             _ = terminate.recv() => break,
-            _ = hangup.recv() => reload(&agent, path),
+            _ = hangup.recv() => {
+                crate::systemd::reloading();
+                reload(&agent, path);
+                crate::systemd::ready("configuration reloaded");
+            }
         }
     }
-    tracing::info!("stop signal received; shutting down");
+    tracing::info!("stop signal received; draining and shutting down");
+    crate::systemd::stopping("draining: requests in flight finish, then the agent stops");
+    // The watchdog keeps being fed while the agent drains (it is still alive).
     agent.shutdown().await;
+    let _ = watchdog_stop.send(true);
+    let _ = watchdog.await;
     Ok(())
 }
 

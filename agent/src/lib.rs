@@ -23,6 +23,7 @@ pub mod pki;
 pub mod policy;
 pub mod proxy;
 pub mod quarantine;
+pub mod systemd;
 pub mod telemetry;
 pub mod transport;
 pub mod trust;

@@ -103,6 +103,7 @@ impl UpstreamProxy {
     pub async fn serve(
         self: Arc<Self>,
         listener: TcpListener,
+        mut draining: watch::Receiver<bool>,
         mut shutdown: watch::Receiver<bool>,
     ) {
         // Connection tasks live in this set: when the loop ends, they end too.
@@ -127,8 +128,15 @@ impl UpstreamProxy {
                         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
                     }
                 },
+                _ = crate::agent::stopping(&mut draining) => break,
                 _ = crate::agent::stopping(&mut shutdown) => return,
             }
+        }
+        // Draining: no new app connections; the open ones run on until the agent stops.
+        drop(listener);
+        tokio::select! {
+            _ = async { while connections.join_next().await.is_some() {} } => {}
+            _ = crate::agent::stopping(&mut shutdown) => {}
         }
     }
 

@@ -111,3 +111,118 @@ fn json_logs_and_ctl_status_describe_a_running_agent() {
         "{stderr}"
     );
 }
+
+/// The agent speaks systemd's notify protocol: READY=1 once serving, WATCHDOG=1 while
+/// `WATCHDOG_USEC` is set, RELOADING=1 then READY=1 around SIGHUP, STOPPING=1 on SIGTERM, and
+/// exits 0 once drained.
+#[test]
+fn systemd_hears_ready_watchdog_reload_and_stopping() {
+    use std::os::unix::net::UnixDatagram;
+    let mesh = Mesh::new();
+    let socket_path = mesh.path().join("notify.sock");
+    let socket = UnixDatagram::bind(&socket_path).unwrap();
+    socket
+        .set_read_timeout(Some(Duration::from_secs(20)))
+        .unwrap();
+    let top = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"";
+    let config = mesh.config("node-a", &mesh.node("node-a"), top, "");
+    let mut child = KillOnDrop(
+        Command::new(plexus_bin())
+            .args(["agent", "--config"])
+            .arg(&config)
+            .env("NOTIFY_SOCKET", &socket_path)
+            .env("WATCHDOG_USEC", "200000")
+            .stderr(Stdio::null())
+            .stdout(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    // Each datagram is one notification: lines of KEY=VALUE.
+    let next = || {
+        let mut buf = [0u8; 1024];
+        let n = socket.recv(&mut buf).expect("a notification within 20 s");
+        String::from_utf8_lossy(&buf[..n]).into_owned()
+    };
+    let wait_for = |key: &str| {
+        (0..100)
+            .map(|_| next())
+            .find(|message| message.lines().any(|line| line == key))
+            .unwrap_or_else(|| panic!("no {key} among 100 notifications"))
+    };
+    let ready = wait_for("READY=1");
+    assert!(
+        ready.contains("STATUS=serving as node-a on 127.0.0.1:"),
+        "{ready}"
+    );
+    wait_for("WATCHDOG=1");
+    wait_for("WATCHDOG=1");
+    let signal = |name: &str, child: &KillOnDrop| {
+        let status = Command::new("kill")
+            .args([name, &child.0.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success());
+    };
+    signal("-HUP", &child);
+    let reloading = wait_for("RELOADING=1");
+    assert!(reloading.contains("MONOTONIC_USEC="), "{reloading}");
+    wait_for("READY=1");
+    signal("-TERM", &child);
+    wait_for("STOPPING=1");
+    let exited = (0..1000).find_map(|_| {
+        std::thread::sleep(Duration::from_millis(20));
+        child.0.try_wait().unwrap()
+    });
+    assert_eq!(
+        exited.map(|s| s.code()),
+        Some(Some(0)),
+        "a drained agent exits 0"
+    );
+}
+
+/// `deploy/systemd/plexus.service` passes `systemd-analyze verify` (with ExecStart pointing at
+/// this build's binary, since verify checks that the executable exists).
+#[test]
+fn the_systemd_unit_verifies() {
+    let unit = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../deploy/systemd/plexus.service"
+    ))
+    .unwrap();
+    for wanted in [
+        "Type=notify",
+        "Restart=on-failure",
+        "RestartPreventExitStatus=2",
+        "StateDirectory=plexus",
+        "LimitNOFILE=",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "PrivateTmp=yes",
+        "RestrictAddressFamilies=",
+        "SystemCallFilter=@system-service",
+        "CapabilityBoundingSet=\n",
+        "WatchdogSec=",
+        "ExecReload=/bin/kill -HUP $MAINPID",
+    ] {
+        assert!(unit.contains(wanted), "the unit lacks {wanted:?}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("plexus.service");
+    let bin = plexus_bin();
+    std::fs::write(
+        &path,
+        unit.replace("/usr/local/bin/plexus", bin.to_str().unwrap()),
+    )
+    .unwrap();
+    let out = Command::new("systemd-analyze")
+        .arg("verify")
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze (Debian's systemd package) is installed");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "systemd-analyze verify: {stderr}");
+    assert!(
+        !stderr.contains("plexus.service"),
+        "warnings about the unit: {stderr}"
+    );
+}

@@ -141,3 +141,74 @@ async fn a_restarted_agent_resets_old_connections_so_callers_redial_at_once() {
         2.0
     );
 }
+
+/// What SIGTERM does (`RunningAgent::shutdown`): a request in flight through a stopping agent
+/// finishes, on the caller's side and on the serving side, and a stopping caller takes no new
+/// app connections.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_draining_agent_lets_requests_in_flight_finish() {
+    use plexus_tests::http::{Backend, Client};
+    let backend = Backend::start("b").await;
+    backend.behaviour.set_delay(Duration::from_millis(700));
+    let mesh = Mesh::new();
+    let service = format!(
+        "[[service]]\nname = \"api\"\naddress = \"{}\"\nprotocol = \"http\"\n",
+        backend.addr
+    );
+    let b = mesh.agent(&mesh.node("node-b"), &service).await;
+    let caller = |node: &str| {
+        let config = format!(
+            "[[upstream]]\nservice = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+             endpoints = [\"{}\"]\n",
+            b.quic_addr
+        );
+        let (mesh, files) = (&mesh, mesh.node(node));
+        async move { mesh.agent(&files, &config).await }
+    };
+    // A request in flight while `agent` stops: it is answered, and the stop waited for it.
+    async fn in_flight_through(
+        app: SocketAddr,
+        agent: &plexus_agent::RunningAgent,
+    ) -> tokio::task::JoinHandle<Result<plexus_tests::http::Answer, String>> {
+        let mut client = Client::h1(app).await;
+        let pending = tokio::spawn(async move { client.get("/slow").await });
+        let started = eventually(Duration::from_secs(5), async || agent.in_flight() >= 1).await;
+        assert!(started, "the request never got in flight");
+        pending
+    }
+
+    // The caller stops.
+    let a = caller("node-a").await;
+    let app = a.upstream_addr("api").unwrap();
+    let pending = in_flight_through(app, &a).await;
+    let stopped_at = Instant::now();
+    let stopping = tokio::spawn(a.shutdown());
+    let refused = eventually(Duration::from_secs(5), async || {
+        TcpStream::connect(app).await.is_err()
+    })
+    .await;
+    assert!(refused, "a draining caller still accepts app connections");
+    let answer = pending
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(answer.status, 200);
+    stopping.await.unwrap();
+    assert!(stopped_at.elapsed() < plexus_agent::agent::DRAIN_DEADLINE);
+
+    // The serving agent stops.
+    let a = caller("node-c").await;
+    let app = a.upstream_addr("api").unwrap();
+    let pending = in_flight_through(app, &b).await;
+    b.shutdown().await;
+    let answer = pending
+        .await
+        .unwrap()
+        .expect("the request in flight is answered");
+    assert_eq!(answer.status, 200);
+    assert_eq!(
+        backend.behaviour.hits(),
+        2,
+        "each request reached the backend once"
+    );
+}
