@@ -443,15 +443,18 @@ impl RunningAgent {
     }
 
     /// Applies what a reloaded configuration may change while running: the `[[policy]]` and
-    /// `[access]` this agent proposes when it leads. Everything else needs a restart. Returns
-    /// a line saying what changed, for the log.
+    /// `[access]` this agent proposes when it leads, its certificate (a new leaf for the same
+    /// key, served from the next handshake on) and, while the decision log holds no roots, the
+    /// roots of `tls.ca`. Established connections stay. Everything else needs a restart.
+    /// Returns a line saying what changed, for the log.
     pub fn reload(&self, config: &AgentConfig) -> String {
+        let mut applied = Vec::new();
         let changed = self.access_config.send_if_modified(|current| {
             let modified = *current != config.access;
             *current = config.access.clone();
             modified
         });
-        match (changed, &config.access) {
+        applied.push(match (changed, &config.access) {
             (false, _) => "access policy unchanged".to_owned(),
             (true, None) => "no access policy configured: this agent proposes none".to_owned(),
             (true, Some(policy)) => format!(
@@ -459,7 +462,41 @@ impl RunningAgent {
                 policy.rules.len(),
                 policy.default.label()
             ),
+        });
+        let serving = self.state.credentials.info();
+        if config.node_id != self.node_id {
+            applied.push(format!(
+                "certificate not reloaded: node_id {} differs from the running {} (restart)",
+                config.node_id, self.node_id
+            ));
+        } else if config.credentials.info.serial != serving.serial {
+            applied.push(
+                match self
+                    .state
+                    .credentials
+                    .replace(config.credentials.chain.clone())
+                {
+                    Ok(info) => format!(
+                        "certificate reloaded (serial {}, expires at unix {})",
+                        info.serial, info.not_after
+                    ),
+                    Err(error) => {
+                        format!("certificate not reloaded: {error} (a new key needs a restart)")
+                    }
+                },
+            );
         }
+        if self.consensus.state().trust.roots.is_empty() {
+            match self.state.live_trust.configure(config.trust.certificates()) {
+                Ok(true) => applied.push(format!(
+                    "trust bundle reloaded from tls.ca ({} roots)",
+                    config.trust.certificates().len()
+                )),
+                Ok(false) => {}
+                Err(error) => applied.push(format!("trust bundle not reloaded: {error}")),
+            }
+        }
+        applied.join("; ")
     }
 
     /// Requests and TCP connections in flight through this agent: served for peers (admitted

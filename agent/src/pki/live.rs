@@ -94,6 +94,32 @@ impl LiveTrust {
         self.current.read().expect("trust lock poisoned").clone()
     }
 
+    /// Replaces the roots from `tls.ca` (a reload), keeping the deny list; for use only while
+    /// the decision log holds no roots (then they are the log's). Returns whether they changed.
+    pub fn configure(&self, roots: &[CertificateDer<'static>]) -> Result<bool, String> {
+        let current = self.view();
+        if roots == current.root_ders.as_slice() {
+            return Ok(false);
+        }
+        for root in roots {
+            let domain = ca_trust_domain(root)?;
+            if domain != self.trust_domain {
+                return Err(format!(
+                    "tls.ca is for {domain}, this agent for {}: a new trust domain needs a restart",
+                    self.trust_domain
+                ));
+            }
+        }
+        let view = build_view(
+            roots.to_vec(),
+            current.denied_nodes.clone(),
+            current.denied_serials.clone(),
+            current.version + 1,
+        )?;
+        *self.current.write().expect("trust lock poisoned") = Arc::new(view);
+        Ok(true)
+    }
+
     /// Follows the committed trust state: its roots (once the log holds any; before that the
     /// configured ones stay) and its deny list. Roots of another trust domain or unparsable ones
     /// are skipped and logged; if none is usable the current roots stay. Returns whether

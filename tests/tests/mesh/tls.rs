@@ -372,3 +372,113 @@ async fn a_garbage_stream_header_is_refused_and_the_connection_still_serves() {
     recv.read_exact(&mut reply).await.unwrap();
     assert_eq!(&reply[..2], b"PX");
 }
+
+/// A reload (SIGHUP) serves a leaf the operator renewed for the same key from the next
+/// handshake on, keeps established connections, and refuses a leaf for a new key (the key
+/// seals gossip and derives endpoint keys: that needs a restart).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_serves_a_renewed_leaf_without_dropping_connections() {
+    use plexus_agent::config::AgentConfig;
+    use plexus_protocol::{CommittedState, Decision, DecisionKind};
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::PrivateKeyDer;
+
+    let (mesh, serving, _) = serving_echo().await;
+    let b = mesh.node("caller");
+    let caller = mesh
+        .agent(&b, &upstream("echo", &[serving.quic_addr], "2s"))
+        .await;
+    let app = caller.upstream_addr("echo").unwrap();
+    assert!(echoes_within(app, b"before", PATIENCE).await);
+    let opened = agent_metric(&serving, "plexus_connections_total{direction=\"inbound\"}");
+
+    // The operator renews node-b's leaf for its key, as `plexus pki` would with the CA.
+    let node = NodeId::new("node-b").unwrap();
+    let ca = mesh.ca_dir();
+    let (root, key) = pki::ca::root_from_files(&ca.join("ca.pem"), &ca.join("ca.key")).unwrap();
+    let mut state = CommittedState::default();
+    state.apply(
+        1,
+        1,
+        &Decision {
+            kind: DecisionKind::TrustInit {
+                root,
+                key,
+                tokens: vec![],
+            },
+            reason: "test".into(),
+            evidence: vec![],
+            proposer: node.clone(),
+            proposed_at_ms: 0,
+        },
+    );
+    let dir = mesh.path().join("node-b");
+    let node_key = PrivateKeyDer::from_pem_file(dir.join("node.key")).unwrap();
+    let csr = pki::ca::make_request(&node_key, &node).unwrap();
+    let leaf = pki::ca::sign_request(
+        &state.trust,
+        &TrustDomain::new("test.plexus").unwrap(),
+        &node,
+        &csr,
+        std::time::Duration::from_secs(7200),
+        OffsetDateTime::now_utc(),
+    )
+    .unwrap();
+    let renewed = pki::cert_info(&leaf).unwrap().serial;
+    let pem = |der: &[u8]| {
+        use base64::Engine;
+        let body = base64::engine::general_purpose::STANDARD.encode(der);
+        let lines: Vec<&str> = body
+            .as_bytes()
+            .chunks(64)
+            .map(|c| std::str::from_utf8(c).unwrap())
+            .collect();
+        format!(
+            "-----BEGIN CERTIFICATE-----\n{}\n-----END CERTIFICATE-----\n",
+            lines.join("\n")
+        )
+    };
+    std::fs::write(dir.join("node.pem"), pem(&leaf)).unwrap();
+    let config = AgentConfig::load(&mesh.path().join("node-b.toml")).unwrap();
+    let applied = serving.reload(&config);
+    assert!(
+        applied.contains(&format!("certificate reloaded (serial {renewed}")),
+        "{applied}"
+    );
+    // The established connection carries on; a new one sees the renewed leaf.
+    assert!(echoes_within(app, b"after", PATIENCE).await);
+    assert_eq!(
+        agent_metric(&serving, "plexus_connections_total{direction=\"inbound\"}"),
+        opened,
+        "the caller's connection was kept"
+    );
+    let (_, certs) = admin_get(serving.admin_addr, "/v1/certs").await;
+    let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
+    assert_eq!(certs["leaf"]["serial"], renewed.as_str());
+    let (peer, _) = {
+        let trust = TrustBundle::load(&ca.join("ca.pem")).unwrap();
+        let mut endpoint = quinn::Endpoint::client("127.0.0.1:0".parse().unwrap()).unwrap();
+        endpoint.set_default_client_config(client_as(&b, &trust));
+        let connection = endpoint
+            .connect(serving.quic_addr, "plexus")
+            .unwrap()
+            .await
+            .unwrap();
+        let identity = connection.peer_identity().unwrap();
+        let chain = identity
+            .downcast::<Vec<rustls::pki_types::CertificateDer<'static>>>()
+            .unwrap();
+        (pki::cert_info(&chain[0]).unwrap().serial, endpoint)
+    };
+    assert_eq!(peer, renewed, "a new handshake sees the renewed leaf");
+
+    // A leaf for another key is refused, and the renewed one stays.
+    let other = mesh.node("node-b");
+    let config = AgentConfig::load(&mesh.path().join("node-b.toml")).unwrap();
+    assert_eq!(other.id, "node-b");
+    let applied = serving.reload(&config);
+    assert!(applied.contains("a new key needs a restart"), "{applied}");
+    let (_, certs) = admin_get(serving.admin_addr, "/v1/certs").await;
+    let certs: serde_json::Value = serde_json::from_str(&certs).unwrap();
+    assert_eq!(certs["leaf"]["serial"], renewed.as_str());
+}
