@@ -12,6 +12,7 @@ pub mod backend;
 pub mod catalogue;
 pub mod checks;
 pub mod cluster;
+pub mod liar;
 pub mod observe;
 pub mod record;
 pub mod relay;

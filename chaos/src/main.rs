@@ -3,6 +3,7 @@
 //! ```text
 //! plexus-chaos run SCENARIO.toml... [--seed N] [--report DIR] [--quick] [--plexus PATH]
 //! plexus-chaos list [DIR]
+//! plexus-chaos liar --config FILE --about NODE     (hidden: the lying-observer fault's agent)
 //! ```
 //!
 //! Exit codes: 0 every scenario passed, 1 a check failed or the harness could not run,
@@ -56,6 +57,16 @@ enum Command {
         #[arg(default_value = "chaos/scenarios")]
         dir: PathBuf,
     },
+    /// Runs an agent that lies to its quarantine book about one node (the `lying-observer`
+    /// fault starts it; not for people).
+    #[command(hide = true)]
+    Liar {
+        #[arg(long)]
+        config: PathBuf,
+        /// The node it claims fails every request.
+        #[arg(long)]
+        about: String,
+    },
 }
 
 fn main() -> ExitCode {
@@ -81,6 +92,21 @@ fn main() -> ExitCode {
             plexus,
             quiet,
         } => run_all(&scenarios, seed, &report, quick, plexus, quiet),
+        Command::Liar { config, about } => {
+            plexus_chaos::liar::init_logging();
+            let outcome = tokio::runtime::Builder::new_multi_thread()
+                .enable_all()
+                .build()
+                .map_err(|e| format!("cannot start the async runtime: {e}"))
+                .and_then(|r| r.block_on(plexus_chaos::liar::run(&config, &about)));
+            match outcome {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("{e}");
+                    ExitCode::from(1)
+                }
+            }
+        }
     }
 }
 

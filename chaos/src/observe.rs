@@ -9,6 +9,7 @@ use std::time::Duration;
 use crate::record::{CounterReading, Event, EventKind, Observation};
 
 pub mod decisions;
+pub mod trust;
 
 /// Counters read from every agent's `/metrics` (sums over all label sets).
 pub const COUNTERS: [&str; 3] = [

@@ -8,6 +8,7 @@
 //! - the verdict: one [`CheckResult`] per check.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
@@ -24,6 +25,9 @@ pub struct Sample {
     pub outcome: Outcome,
     /// The node whose backend answered, when known.
     pub served_by: Option<String>,
+    /// The workload source it was sent through (that node's upstream listener).
+    #[serde(serialize_with = "shared_str")]
+    pub from: Option<Arc<str>>,
 }
 
 /// How a request ended.
@@ -34,6 +38,8 @@ pub enum Outcome {
     Ok,
     /// A complete answer with another status.
     Status(u16),
+    /// 403 with `plexus-error: policy_denied`: the serving agent's access policy refused it.
+    Denied,
     /// No answer: `connect`, `timeout`, `reset`, `io`, `short` (an incomplete echo).
     Failed(&'static str),
 }
@@ -310,6 +316,13 @@ fn millis<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
 }
 
+fn shared_str<S: serde::Serializer>(v: &Option<Arc<str>>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(text) => s.serialize_some(&**text),
+        None => s.serialize_none(),
+    }
+}
+
 fn micros<S: serde::Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
     s.serialize_u64(u64::try_from(d.as_micros()).unwrap_or(u64::MAX))
 }
@@ -328,6 +341,7 @@ mod tests {
                 Outcome::Status(503)
             },
             served_by: ok.then(|| node.to_owned()),
+            from: None,
         }
     }
 

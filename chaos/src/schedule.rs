@@ -179,7 +179,8 @@ pub fn plan(scenario: &Scenario, seed: u64) -> Vec<PlannedFault> {
                         targets,
                         peers,
                         start,
-                        end,
+                        // An action at one instant (a CA rotation asked, a policy changed).
+                        end: if kind.is_instant() { start } else { end },
                         pending,
                     });
                 }
@@ -376,6 +377,9 @@ fn label(kind: &FaultKind, targets: &[String], peers: &[String], nodes: &[String
         }
         FaultKind::Certificate(flaw) => format!("{} on {who}", flaw.name()),
         FaultKind::ClockSkew { offset_secs } => format!("clock {offset_secs:+}s on {who}"),
+        FaultKind::CaRotate => format!("CA rotation asked of {}", targets.join(" or ")),
+        FaultKind::LyingObserver { about } => format!("{who} lies about {about}"),
+        FaultKind::PolicyChange(policy) => format!("policy on {who}: {}", policy.summary()),
         FaultKind::Restart | FaultKind::RollingRestart { .. } => format!("restart {who}"),
     }
 }

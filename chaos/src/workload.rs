@@ -22,16 +22,18 @@ use crate::record::{Outcome, Sample};
 use crate::scenario::{Protocol, Workload};
 
 const MAX_ANSWER: usize = 64 * 1024;
+/// The header an agent's refusal names its reason in (`policy_denied` for the access policy).
+const POLICY_ERROR_HEADER: &str = "plexus-error";
 
 /// Samples recorded so far, shared with the runner's live checks.
 pub type Samples = Arc<Mutex<Vec<Sample>>>;
 
-/// Sends `workload` to `listeners` (one per source node, in turn) from `started` until
+/// Sends `workload` to `listeners` (one per source node, named, in turn) from `started` until
 /// `length` has passed or `stop` turns true; every request's outcome goes into `samples`.
 /// Requests still out when it ends are given up to the workload's timeout.
 pub async fn drive(
     workload: Workload,
-    listeners: Vec<SocketAddr>,
+    listeners: Vec<(Arc<str>, SocketAddr)>,
     started: Instant,
     length: Duration,
     mut stop: watch::Receiver<bool>,
@@ -65,11 +67,14 @@ pub async fn drive(
                     latency: Duration::ZERO,
                     outcome: Outcome::Failed("overflow"),
                     served_by: None,
+                    from: listeners
+                        .get((i as usize) % listeners.len().max(1))
+                        .map(|(name, _)| name.clone()),
                 },
             );
             continue;
         }
-        let listener = listeners[(i as usize) % listeners.len()];
+        let (from, listener) = listeners[(i as usize) % listeners.len()].clone();
         let (client, workload, samples, in_flight) = (
             client.clone(),
             workload.clone(),
@@ -97,6 +102,7 @@ pub async fn drive(
                     latency: due.elapsed(),
                     outcome,
                     served_by,
+                    from: Some(from),
                 },
             );
         });
@@ -139,6 +145,10 @@ async fn http(
         .get(NODE_HEADER)
         .and_then(|v| v.to_str().ok())
         .map(str::to_owned);
+    let policy_denied = response
+        .headers()
+        .get(POLICY_ERROR_HEADER)
+        .is_some_and(|v| v.as_bytes() == b"policy_denied");
     if Limited::new(response.into_body(), MAX_ANSWER)
         .collect()
         .await
@@ -148,6 +158,8 @@ async fn http(
     }
     if status.is_success() {
         (Outcome::Ok, served_by)
+    } else if status == hyper::StatusCode::FORBIDDEN && policy_denied {
+        (Outcome::Denied, served_by)
     } else {
         (Outcome::Status(status.as_u16()), served_by)
     }

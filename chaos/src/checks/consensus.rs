@@ -1,8 +1,9 @@
 //! The checks that need the decision log: identical voter logs, no acknowledged decision
-//! lost, a canary's outcome, voters replaced, decisions resuming, and (once the agents have
-//! quarantine) no healthy node quarantined, quarantine within a bound. Their logic is here and
-//! tested on synthetic evidence; the evidence comes from the agents' `/v1/decisions`, polled
-//! during the run and read from every voter at its end.
+//! lost, a canary's outcome, voters replaced, decisions resuming, and the trust decisions
+//! (`trust.rs`): no healthy node quarantined, quarantine within a bound, a node under the
+//! leader's suspicion, a CA rotation carried through. Their logic is here and tested on
+//! synthetic evidence; the evidence comes from the agents' `/v1/decisions`, `/v1/quarantine`
+//! and `/v1/certs`, polled during the run, and every voter's log read at its end.
 //!
 //! Without `[consensus]` in the scenario there is no evidence and these checks say so
 //! (`not-evaluated`). With it, missing evidence (no voter answered, nothing committed seen) is
@@ -12,11 +13,13 @@ mod logs;
 pub mod roles;
 #[cfg(test)]
 mod tests;
+pub mod trust;
 
 use std::collections::BTreeMap;
 use std::time::Duration;
 
 pub use logs::{first_divergence, lost_decisions};
+pub use trust::{rotation, CertsLook, Rotation, SuspicionLook};
 
 use super::{targets, window};
 use crate::record::{CheckResult, CheckStatus, RunRecord};
@@ -68,9 +71,15 @@ pub struct ConsensusEvidence {
     pub silent: Vec<String>,
     /// Committed entries the harness saw during the run, as (index, digest).
     pub acknowledged: Vec<(u64, String)>,
-    /// Quarantines committed during the run: (time, node); `None` while the agents have no
-    /// quarantine decisions.
+    /// Quarantines seen during the run: (when the harness first saw it, node), one per
+    /// quarantine; `None` when no agent ever answered `/v1/quarantine`.
     pub quarantined: Option<Vec<(Duration, String)>>,
+    /// The nodes the leader listed under suspicion, at each look.
+    pub suspicions: Vec<SuspicionLook>,
+    /// How many looks at a leader's `/v1/quarantine` there were.
+    pub suspicion_looks: usize,
+    /// Every look at an agent's `/v1/certs` (with the CA in the decision log), in time order.
+    pub certs: Vec<CertsLook>,
     /// Every look at an agent's `/v1/decisions` during the run, in time order.
     pub looks: Vec<ConsensusLook>,
 }
@@ -95,6 +104,8 @@ pub(super) fn evaluate(
                 | CheckKind::CanaryOutcome { .. }
                 | CheckKind::VotersReplaced { .. }
                 | CheckKind::DecisionsResume { .. }
+                | CheckKind::Suspected { .. }
+                | CheckKind::CaRotated { .. }
         );
     if !needs {
         return None;
@@ -104,19 +115,20 @@ pub(super) fn evaluate(
         result.detail = "needs the decision log: the scenario configures no [consensus]".into();
         return Some(false);
     };
-    let judged = if quarantine {
-        let Some(quarantined) = &evidence.quarantined else {
-            result.status = CheckStatus::NotEvaluated;
-            result.detail = "needs quarantine decisions, which the agents do not make yet".into();
-            return Some(false);
-        };
-        judge_quarantine(kind, record, quarantined)
-    } else {
-        match kind {
-            CheckKind::VoterLogsIdentical => judge_logs(evidence),
-            CheckKind::NoDecisionLost => judge_lost(evidence),
-            _ => judge_timeline(check, record, evidence),
-        }
+    let judged = match (kind, &evidence.quarantined) {
+        // Nothing seen is not "nothing quarantined": without answers there is no evidence.
+        (_, None) if quarantine => Judged {
+            pass: false,
+            measured: None,
+            threshold: String::new(),
+            detail: "no agent answered /v1/quarantine during the run: nothing to judge".into(),
+        },
+        (_, Some(quarantined)) if quarantine => trust::judge_quarantine(kind, record, quarantined),
+        (CheckKind::Suspected { .. }, _) => trust::judge_suspected(check, record, evidence),
+        (CheckKind::CaRotated { .. }, _) => trust::judge_ca_rotated(check, record, evidence),
+        (CheckKind::VoterLogsIdentical, _) => judge_logs(evidence),
+        (CheckKind::NoDecisionLost, _) => judge_lost(evidence),
+        _ => judge_timeline(check, record, evidence),
     };
     let Judged {
         pass,
@@ -137,6 +149,9 @@ pub(super) fn evaluate(
         CheckKind::CanaryOutcome { .. }
             | CheckKind::VotersReplaced { .. }
             | CheckKind::DecisionsResume { .. }
+            | CheckKind::QuarantineWithin { .. }
+            | CheckKind::Suspected { .. }
+            | CheckKind::CaRotated { .. }
     ) {
         result.unit = "ms".into();
     }
@@ -325,75 +340,5 @@ fn judge_timeline(check: &Check, record: &RunRecord, evidence: &ConsensusEvidenc
             }
         }
         _ => never(&Duration::ZERO, "not a timeline check".into()),
-    }
-}
-
-fn judge_quarantine(
-    kind: &CheckKind,
-    record: &RunRecord,
-    quarantined: &[(Duration, String)],
-) -> Judged {
-    match kind {
-        CheckKind::QuarantineWithin { target, max } => {
-            let (node, start) = match target {
-                Target::Node(n) => (
-                    Some(n.clone()),
-                    record
-                        .faults
-                        .iter()
-                        .filter(|f| f.targets.contains(n))
-                        .map(|f| f.start)
-                        .min(),
-                ),
-                _ => {
-                    let f = record.faults.first();
-                    (
-                        f.and_then(|f| f.targets.first().cloned()),
-                        f.map(|f| f.start),
-                    )
-                }
-            };
-            let took = node.as_ref().zip(start).and_then(|(node, start)| {
-                quarantined
-                    .iter()
-                    .filter(|(at, n)| n == node && *at >= start)
-                    .map(|(at, _)| at.saturating_sub(start))
-                    .min()
-            });
-            let threshold = format!("<= {} ms", max.as_millis());
-            match took {
-                Some(t) => Judged {
-                    pass: t <= *max,
-                    measured: Some(t.as_secs_f64() * 1e3),
-                    threshold,
-                    detail: String::new(),
-                },
-                None => Judged {
-                    pass: false,
-                    measured: None,
-                    threshold,
-                    detail: "never quarantined".into(),
-                },
-            }
-        }
-        _ => {
-            let faulted: Vec<&String> = record.faults.iter().flat_map(|f| &f.targets).collect();
-            let healthy: Vec<&str> = quarantined
-                .iter()
-                .map(|(_, n)| n)
-                .filter(|n| !faulted.contains(n))
-                .map(|n| n.as_str())
-                .collect();
-            Judged {
-                pass: healthy.is_empty(),
-                measured: Some(healthy.len() as f64),
-                threshold: "0 nodes".into(),
-                detail: if healthy.is_empty() {
-                    "no node outside the faults' targets was quarantined".into()
-                } else {
-                    format!("quarantined although healthy: {}", healthy.join(", "))
-                },
-            }
-        }
     }
 }

@@ -8,12 +8,21 @@
 //! their slices are reported as the pass percentage.
 
 mod consensus;
+mod measure;
 
 use std::time::Duration;
 
-pub use consensus::{roles, AgentConsensus, ConsensusEvidence, ConsensusLook, LogEntry, VoterLog};
+pub use consensus::{
+    roles, rotation, AgentConsensus, CertsLook, ConsensusEvidence, ConsensusLook, LogEntry,
+    Rotation, SuspicionLook, VoterLog,
+};
+use measure::detected;
+pub use measure::{
+    amplification, denied_share, handshake_failures, latency_quantile, share_of, share_where,
+    success_rate,
+};
 
-use crate::record::{quantile, CheckResult, CheckStatus, EventKind, RunRecord, Verdict, Window};
+use crate::record::{CheckResult, CheckStatus, EventKind, RunRecord, Verdict, Window};
 use crate::scenario::{Check, CheckKind, Mode, Scenario, Target};
 
 const SLICE: Duration = Duration::from_secs(1);
@@ -118,10 +127,13 @@ pub fn evaluate(
     };
     let slices = cut(&w, SLICE);
     match &check.kind {
-        CheckKind::SuccessRate { min } => {
-            let rate = |from, to| success_rate(record, from, to);
+        CheckKind::SuccessRate { min, from } => {
+            let rate = |a, b| share_where(record, from, a, b, |s| s.outcome.is_ok());
             result.unit = "ratio".into();
-            result.threshold = format!(">= {min}");
+            result.threshold = match from.is_empty() {
+                true => format!(">= {min}"),
+                false => format!(">= {min} (through {})", from.join(", ")),
+            };
             judge_rate(
                 check,
                 &mut result,
@@ -206,6 +218,37 @@ pub fn evaluate(
                 *max,
                 "not every running agent saw it dead",
             );
+        }
+        CheckKind::PolicyDenied { min, from } => {
+            let denied = |a, b| denied_share(record, from, a, b);
+            result.unit = "share".into();
+            result.threshold = format!(">= {min} refused (through {})", from.join(", "));
+            judge_rate(
+                check,
+                &mut result,
+                &slices,
+                denied(w.start, w.end),
+                denied,
+                |v| v >= *min,
+            );
+            if let Some(first) = record
+                .samples
+                .iter()
+                .filter(|s| s.outcome == crate::record::Outcome::Denied)
+                .filter(|s| {
+                    s.from
+                        .as_deref()
+                        .is_some_and(|f| from.iter().any(|n| n == f))
+                })
+                .map(|s| s.at)
+                .min()
+            {
+                let note = format!("first refusal due at {:.1} s", first.as_secs_f64());
+                result.detail = match result.detail.is_empty() {
+                    true => note,
+                    false => format!("{}; {note}", result.detail),
+                };
+            }
         }
         CheckKind::RetryAmplification { max } => {
             let amp = |from, to| amplification(record, from, to);
@@ -335,114 +378,6 @@ fn cut(w: &Window, width: Duration) -> Vec<(Duration, Duration)> {
         t += width;
     }
     out
-}
-
-pub fn success_rate(record: &RunRecord, from: Duration, to: Duration) -> Option<f64> {
-    let (mut n, mut ok) = (0u64, 0u64);
-    for s in record.samples.iter().filter(|s| s.at >= from && s.at < to) {
-        n += 1;
-        ok += u64::from(s.outcome.is_ok());
-    }
-    (n > 0).then(|| ok as f64 / n as f64)
-}
-
-pub fn latency_quantile(
-    record: &RunRecord,
-    from: Duration,
-    to: Duration,
-    q: f64,
-) -> Option<Duration> {
-    let mut v: Vec<u64> = record
-        .samples
-        .iter()
-        .filter(|s| s.at >= from && s.at < to)
-        .map(|s| s.latency.as_micros() as u64)
-        .collect();
-    quantile(&mut v, q).map(Duration::from_micros)
-}
-
-/// The share of backend hits in `[from, to)` that reached `nodes`.
-pub fn share_of(record: &RunRecord, nodes: &[String], from: Duration, to: Duration) -> Option<f64> {
-    let (mut all, mut mine) = (0u64, 0u64);
-    for h in record.hits.iter().filter(|h| h.at >= from && h.at < to) {
-        all += 1;
-        mine += u64::from(nodes.contains(&h.node));
-    }
-    (all > 0).then(|| mine as f64 / all as f64)
-}
-
-/// Backend hits per workload request sent in `[from, to)`.
-pub fn amplification(record: &RunRecord, from: Duration, to: Duration) -> Option<f64> {
-    let requests = record
-        .samples
-        .iter()
-        .filter(|s| s.at >= from && s.at < to)
-        .count();
-    let hits = record
-        .hits
-        .iter()
-        .filter(|h| h.at >= from && h.at < to)
-        .count();
-    (requests > 0).then(|| hits as f64 / requests as f64)
-}
-
-/// When every agent that ran throughout the window, and was not a target, had reported every
-/// target dead or left.
-fn detected(record: &RunRecord, targets: &[String], w: &Window) -> Option<Duration> {
-    if targets.is_empty() {
-        return None;
-    }
-    let faulted: Vec<&String> = record
-        .faults
-        .iter()
-        .filter(|f| f.start < w.end && f.end > w.start)
-        .flat_map(|f| &f.targets)
-        .collect();
-    let observers: Vec<&String> = record
-        .nodes
-        .iter()
-        .filter(|n| !faulted.contains(n))
-        .collect();
-    if observers.is_empty() {
-        return None;
-    }
-    let mut latest = w.start;
-    for observer in observers {
-        for target in targets {
-            let seen = record
-                .events
-                .iter()
-                .filter(|e| e.kind == EventKind::MemberDown && e.at >= w.start)
-                .find(|e| {
-                    e.observer.as_ref() == Some(observer) && e.subject.as_ref() == Some(target)
-                })?;
-            latest = latest.max(seen.at);
-        }
-    }
-    Some(latest)
-}
-
-/// Failed handshakes counted by agents no fault aimed at, in `[from, to)` (counter increases
-/// only, so a restart's reset to zero is not a negative count).
-pub fn handshake_failures(record: &RunRecord, from: Duration, to: Duration) -> f64 {
-    let faulted: Vec<&String> = record.faults.iter().flat_map(|f| &f.targets).collect();
-    let mut total = 0.0;
-    for node in record.nodes.iter().filter(|n| !faulted.contains(n)) {
-        let mut last: Option<f64> = None;
-        for r in record
-            .counters
-            .iter()
-            .filter(|r| &r.node == node && r.name == "plexus_handshake_failures_total" && r.at < to)
-        {
-            if let Some(prev) = last {
-                if r.at >= from && r.value > prev {
-                    total += r.value - prev;
-                }
-            }
-            last = Some(r.value);
-        }
-    }
-    total
 }
 
 /// The harness's own promise, judged on every run: every fault was applied and healed, and no

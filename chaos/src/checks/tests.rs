@@ -30,6 +30,7 @@ pub(super) fn record() -> RunRecord {
                 Outcome::Ok
             },
             served_by: Some(node.into()),
+            from: None,
         });
         hits.push(Hit {
             at,
@@ -108,7 +109,13 @@ pub(super) fn check(kind: CheckKind, mode: Mode) -> Check {
 fn windows_follow_the_mode_and_grace() {
     let r = record();
     let w = |mode, after: u64| {
-        let mut c = check(CheckKind::SuccessRate { min: 0.9 }, mode);
+        let mut c = check(
+            CheckKind::SuccessRate {
+                min: 0.9,
+                from: Vec::new(),
+            },
+            mode,
+        );
         c.after = ms(after);
         window(&c, &r).map(|w| (w.start.as_millis(), w.end.as_millis()))
     };
@@ -122,14 +129,26 @@ fn windows_follow_the_mode_and_grace() {
 fn a_success_rate_that_dips_fails_continuous_but_passes_over_the_whole_run() {
     let r = record();
     let strict = evaluate(
-        &check(CheckKind::SuccessRate { min: 0.99 }, Mode::Continuous),
+        &check(
+            CheckKind::SuccessRate {
+                min: 0.99,
+                from: Vec::new(),
+            },
+            Mode::Continuous,
+        ),
         &r,
         None,
     );
     assert_eq!(strict.status, CheckStatus::Fail, "{strict:?}");
     assert!(strict.pass_percentage < 100.0 && strict.pass_percentage > 90.0);
     let lenient = evaluate(
-        &check(CheckKind::SuccessRate { min: 0.99 }, Mode::Before),
+        &check(
+            CheckKind::SuccessRate {
+                min: 0.99,
+                from: Vec::new(),
+            },
+            Mode::Before,
+        ),
         &r,
         None,
     );
@@ -263,4 +282,55 @@ fn failed_handshakes_count_increases_on_agents_no_fault_aimed_at() {
     assert_eq!(evaluate(&c, &r, None).status, CheckStatus::Fail);
     let c = check(CheckKind::FailedHandshakes { max: 4.0 }, Mode::During);
     assert_eq!(evaluate(&c, &r, None).status, CheckStatus::Pass);
+}
+
+#[test]
+fn success_rate_and_policy_refusals_per_workload_source() {
+    // Two sources in turn; from 10 s on, node-b's requests are refused by the policy.
+    let mut r = record();
+    for (i, s) in r.samples.iter_mut().enumerate() {
+        let source = if i % 2 == 0 { "node-a" } else { "node-b" };
+        s.from = Some(source.into());
+        s.outcome = if source == "node-b" && s.at >= ms(10_000) {
+            Outcome::Denied
+        } else {
+            Outcome::Ok
+        };
+    }
+    let rate = |from: &[&str], mode| {
+        let kind = CheckKind::SuccessRate {
+            min: 0.999,
+            from: from.iter().map(|s| (*s).to_owned()).collect(),
+        };
+        evaluate(&check(kind, mode), &r, None)
+    };
+    assert_eq!(
+        rate(&["node-a"], Mode::Continuous).status,
+        CheckStatus::Pass
+    );
+    assert_eq!(rate(&["node-b"], Mode::Before).status, CheckStatus::Pass);
+    assert_eq!(
+        rate(&["node-b"], Mode::Continuous).status,
+        CheckStatus::Fail
+    );
+    assert_eq!(rate(&[], Mode::Continuous).status, CheckStatus::Fail);
+    let denied = |from: &str, min: f64| {
+        let kind = CheckKind::PolicyDenied {
+            min,
+            from: vec![from.to_owned()],
+        };
+        evaluate(&check(kind, Mode::After), &r, None)
+    };
+    let result = denied("node-b", 0.999);
+    assert_eq!(result.status, CheckStatus::Pass, "{result:?}");
+    assert_eq!(result.measured, Some(1.0));
+    assert!(
+        result.detail.contains("first refusal due at 10.0 s"),
+        "{}",
+        result.detail
+    );
+    assert_eq!(denied("node-a", 0.5).measured, Some(0.0));
+    assert_eq!(denied("node-a", 0.5).status, CheckStatus::Fail);
+    // A source that sent nothing in the window: nothing measured is a failure.
+    assert_eq!(denied("node-c", 0.5).status, CheckStatus::Fail);
 }

@@ -7,7 +7,7 @@ use plexus_agent::pki::{self, Validity};
 use plexus_protocol::{NodeId, TrustDomain};
 
 use super::{options, Hosted, NodeProc, Wiring, LEAF_LIFETIME, OTHER_TRUST_DOMAIN, TRUST_DOMAIN};
-use crate::scenario::{CertFlaw, Protocol, Scenario};
+use crate::scenario::{CertFlaw, PolicySpec, Protocol, Scenario};
 
 /// The agent's configuration, with the scenario's extra `[[service]]` and `[[upstream]]` keys,
 /// `[consensus]` and `[[canary]]` tables.
@@ -55,6 +55,17 @@ pub(super) fn config_text(
         "key".into(),
         s(&certs.join("node.key").display().to_string()),
     );
+    if scenario.trust.ca_in_log {
+        // The harness's CA key: the agents bring it into their decision log.
+        let key = dir.parent().unwrap_or(dir).join("ca").join("ca.key");
+        tls.insert("ca_key".into(), s(&key.display().to_string()));
+        if let Some(lifetime) = scenario.trust.leaf_lifetime {
+            tls.insert(
+                "leaf_lifetime".into(),
+                s(&format!("{}ms", lifetime.as_millis())),
+            );
+        }
+    }
     top.insert("tls".into(), Value::Table(tls));
     let mut gossip = Table::new();
     if let Some(interval) = scenario.agent.gossip_interval {
@@ -110,6 +121,27 @@ pub(super) fn config_text(
     if !canaries.is_empty() {
         top.insert("canary".into(), Value::Array(canaries));
     }
+    if let Some(q) = &scenario.quarantine {
+        let mut t = Table::new();
+        if let Some(enabled) = q.enabled {
+            t.insert("enabled".into(), Value::Boolean(enabled));
+        }
+        if let Some(n) = q.min_observers {
+            t.insert("min_observers".into(), Value::Integer(i64::from(n)));
+        }
+        for (key, value) in [("window", q.window), ("probation", q.probation)] {
+            if let Some(d) = value {
+                t.insert(key.into(), ms(d));
+            }
+        }
+        if let Some(share) = q.max_share {
+            t.insert("max_share".into(), Value::Float(share));
+        }
+        top.insert("quarantine".into(), Value::Table(t));
+    }
+    if let Some(policy) = &scenario.policy {
+        insert_policy(&mut top, policy);
+    }
     let health_interval = format!("{}ms", scenario.agent.health_interval.as_millis());
     let services: Vec<Value> = (wiring.services)(name)
         .into_iter()
@@ -154,6 +186,54 @@ pub(super) fn config_text(
         scenario.name,
         toml::to_string(&top).unwrap_or_default()
     )
+}
+
+/// `[access]` and `[[policy]]` for `policy`, replacing any already in `top`.
+fn insert_policy(top: &mut toml::Table, policy: &PolicySpec) {
+    use toml::{Table, Value};
+    let mut access = Table::new();
+    access.insert(
+        "default".into(),
+        Value::String(policy.default.as_str().into()),
+    );
+    top.insert("access".into(), Value::Table(access));
+    let rules: Vec<Value> = policy
+        .rules
+        .iter()
+        .map(|r| {
+            let mut ends = Table::new();
+            for (key, end) in [("from", &r.from), ("to", &r.to)] {
+                ends.insert(
+                    key.into(),
+                    Value::String(end.as_deref().unwrap_or("*").into()),
+                );
+            }
+            let mut entry = Table::new();
+            entry.insert(r.action.as_str().into(), Value::Table(ends));
+            Value::Table(entry)
+        })
+        .collect();
+    top.remove("policy");
+    if !rules.is_empty() {
+        top.insert("policy".into(), Value::Array(rules));
+    }
+}
+
+/// A configuration file's text with its access policy replaced by `policy` (the rest as is).
+pub(super) fn with_policy(text: &str, policy: &PolicySpec) -> Result<String, String> {
+    let mut top: toml::Table = text
+        .parse()
+        .map_err(|e| format!("cannot read the configuration written before: {e}"))?;
+    insert_policy(&mut top, policy);
+    let header: String = text
+        .lines()
+        .take_while(|l| l.starts_with('#'))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    Ok(format!(
+        "{header}{}",
+        toml::to_string(&top).map_err(|e| e.to_string())?
+    ))
 }
 
 /// Issues the bad certificate and writes a configuration that uses it.
@@ -218,7 +298,7 @@ mod tests {
     use plexus_agent::config::AgentConfig;
 
     use super::super::{Cluster, Hosted, Wiring};
-    use crate::scenario::{Protocol, Scenario};
+    use crate::scenario::{FaultKind, Protocol, Scenario};
 
     #[test]
     fn the_agent_accepts_the_consensus_and_canary_tables_written_for_it() {
@@ -288,5 +368,86 @@ min = 0.9
         );
         assert_eq!((policy.step_percent, policy.interval_ms), (25, 2000));
         assert_eq!(policy.max_latency_ratio, 2.0);
+    }
+
+    #[test]
+    fn the_agent_accepts_the_trust_quarantine_and_policy_tables_and_a_changed_policy() {
+        let scenario = Scenario::from_toml(
+            Path::new("t.toml"),
+            r#"name = "t"
+purpose = "test"
+[topology]
+nodes = 3
+services = [{ name = "echo", on = ["node-2", "node-3"] }, { name = "web", on = "node-1" }]
+[consensus]
+bootstrap_expect = 3
+[trust]
+ca = "decision-log"
+leaf_lifetime = "20s"
+[quarantine]
+enabled = false
+min_observers = 3
+window = "10s"
+[access]
+default = "deny"
+[[policy]]
+allow = { from = "web", to = "echo" }
+[workload]
+rate = 10
+from = "node-1"
+service = "echo"
+[[phase]]
+name = "steady"
+duration = "1s"
+faults = [{ kind = "policy-change", target = "all", policy = [{ deny = { from = "web", to = "*" } }] }]
+[[check]]
+kind = "success-rate"
+min = 0.9
+"#,
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let dir = tempfile::tempdir().unwrap();
+        let listen: Vec<(String, SocketAddr)> = scenario
+            .topology
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16))))
+            .collect();
+        let advertise = |_: &str| SocketAddr::from(([127, 0, 0, 1], 9));
+        let services = |_: &str| Vec::new();
+        let wiring = Wiring {
+            advertise: &advertise,
+            services: &services,
+        };
+        Cluster::prepare(&scenario, dir.path(), Path::new("plexus"), &listen, &wiring).unwrap();
+        let path = dir.path().join("node-1/plexus.toml");
+        let config = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        assert_eq!(config.pki.ca_key, Some(dir.path().join("ca/ca.key")));
+        assert_eq!(config.pki.leaf_lifetime, Duration::from_secs(20));
+        assert!(!config.quarantine.enabled);
+        assert_eq!(config.quarantine.min_observers, Some(3));
+        assert_eq!(config.quarantine.window, Duration::from_secs(10));
+        let policy = config.access.expect("the policy");
+        assert_eq!(policy.default, plexus_protocol::PolicyAction::Deny);
+        assert_eq!(policy.rules.len(), 1);
+        // The policy change rewrites the file; the rest of it stays, and the agent accepts it.
+        let FaultKind::PolicyChange(changed) = &scenario.phases[0].faults[0].kind else {
+            panic!("not a policy change");
+        };
+        let text = std::fs::read_to_string(&path).unwrap();
+        let rewritten = super::with_policy(&text, changed).unwrap();
+        assert!(
+            rewritten.starts_with("# written by plexus-chaos"),
+            "{rewritten}"
+        );
+        std::fs::write(&path, rewritten).unwrap();
+        let config = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
+        let policy = config.access.expect("the new policy");
+        assert_eq!(policy.default, plexus_protocol::PolicyAction::Allow);
+        assert_eq!(policy.rules.len(), 1);
+        assert_eq!(policy.rules[0].action, plexus_protocol::PolicyAction::Deny);
+        assert_eq!(policy.rules[0].to, None);
+        assert_eq!(config.pki.leaf_lifetime, Duration::from_secs(20));
     }
 }

@@ -17,7 +17,7 @@ mod config;
 
 use config::{bad_config, config_text};
 
-use crate::scenario::{CertFlaw, Protocol, Scenario};
+use crate::scenario::{CertFlaw, PolicySpec, Protocol, Scenario};
 
 pub const TRUST_DOMAIN: &str = "chaos.plexus";
 const OTHER_TRUST_DOMAIN: &str = "elsewhere.plexus";
@@ -34,12 +34,15 @@ pub enum ProcState {
 }
 
 /// How a node is started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Variant {
     Good,
     BadCert(CertFlaw),
     /// Clock shifted by this many seconds (libfaketime).
     Skewed(i64),
+    /// The harness's own binary runs the agent (`plexus-chaos liar`) and lies to its
+    /// quarantine book that requests to this node fail.
+    Liar(String),
 }
 
 /// One node: its addresses, files and process.
@@ -62,6 +65,8 @@ pub struct NodeProc {
 /// The mesh CA and every node of the run.
 pub struct Cluster {
     bin: PathBuf,
+    /// This harness's executable, which runs lying observers.
+    harness: Option<PathBuf>,
     dir: PathBuf,
     pub nodes: Vec<NodeProc>,
     faketime: Option<PathBuf>,
@@ -161,6 +166,7 @@ impl Cluster {
         }
         Ok(Self {
             bin: bin.to_owned(),
+            harness: std::env::current_exe().ok(),
             dir: dir.to_owned(),
             nodes,
             faketime: find_faketime(),
@@ -197,10 +203,11 @@ impl Cluster {
         self.reserved_tcp.remove(name);
         let ca = self.dir.join("ca");
         let bin = self.bin.clone();
+        let harness = self.harness.clone();
         let faketime = self.faketime.clone();
         let node = self.node_mut(name)?;
-        let config = match variant {
-            Variant::BadCert(flaw) => bad_config(node, &ca, flaw)?,
+        let config = match &variant {
+            Variant::BadCert(flaw) => bad_config(node, &ca, *flaw)?,
             _ => node.dir.join("plexus.toml"),
         };
         let log = OpenOptions::new()
@@ -208,9 +215,20 @@ impl Cluster {
             .append(true)
             .open(&node.log)
             .map_err(|e| format!("{}: {e}", node.log.display()))?;
-        let mut command = Command::new(&bin);
+        let mut command = match &variant {
+            Variant::Liar(about) => {
+                let harness = harness.ok_or("cannot find the harness's own executable")?;
+                let mut c = Command::new(harness);
+                c.args(["liar", "--about", about.as_str(), "--config"]);
+                c
+            }
+            _ => {
+                let mut c = Command::new(&bin);
+                c.args(["agent", "--config"]);
+                c
+            }
+        };
         command
-            .args(["agent", "--config"])
             .arg(&config)
             .env(
                 "RUST_LOG",
@@ -219,7 +237,7 @@ impl Cluster {
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log);
-        if let Variant::Skewed(offset) = variant {
+        if let Variant::Skewed(offset) = &variant {
             let lib = faketime.ok_or("clock skew needs libfaketime (apt-get install faketime)")?;
             command
                 .env("LD_PRELOAD", lib)
@@ -241,6 +259,29 @@ impl Cluster {
         node.variant = variant;
         node.unexpected_exit = None;
         Ok(())
+    }
+
+    /// Writes `policy` into `name`'s configuration file and, if its agent runs, tells it to
+    /// reload (SIGHUP). A stopped agent reloads when continued; one that is down starts with it.
+    pub fn set_policy(&mut self, name: &str, policy: &PolicySpec) -> Result<(), String> {
+        let node = self.node_mut(name)?;
+        let path = node.dir.join("plexus.toml");
+        let text =
+            std::fs::read_to_string(&path).map_err(|e| format!("{}: {e}", path.display()))?;
+        let changed = config::with_policy(&text, policy)?;
+        // Written aside and renamed: the agent never reads half a file.
+        let fresh = node.dir.join("plexus.toml.new");
+        std::fs::write(&fresh, changed).map_err(|e| format!("{}: {e}", fresh.display()))?;
+        std::fs::rename(&fresh, &path).map_err(|e| format!("{}: {e}", path.display()))?;
+        if let (Some(child), ProcState::Running | ProcState::Stopped) = (&node.child, node.state) {
+            signal(child.id(), Signal::HUP)?;
+        }
+        Ok(())
+    }
+
+    /// The file holding `name`'s admin token (what mutating admin calls present).
+    pub fn admin_token(&self, name: &str) -> Option<PathBuf> {
+        Some(self.node(name)?.dir.join("data").join("admin.token"))
     }
 
     /// kill -9.

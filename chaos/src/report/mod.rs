@@ -193,6 +193,7 @@ pub(crate) fn outcome_label(outcome: Outcome) -> String {
     match outcome {
         Outcome::Ok => "ok".to_owned(),
         Outcome::Status(code) => format!("status {code}"),
+        Outcome::Denied => "policy_denied".to_owned(),
         Outcome::Failed(why) => why.to_owned(),
     }
 }

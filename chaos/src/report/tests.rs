@@ -51,6 +51,7 @@ fn record() -> RunRecord {
                 Outcome::Ok
             },
             served_by: Some(nodes[node as usize].clone()),
+            from: None,
         });
     }
     // What the backends received: node-3 keeps getting a few retries while failing.
@@ -308,6 +309,7 @@ fn markdown_never_rounds_a_failure_up_and_escapes_cells() {
         latency: ms(1),
         outcome: Outcome::Ok,
         served_by: None,
+        from: None,
     }));
     r.samples[0].outcome = Outcome::Failed("timeout");
     let mut v = verdict(false);

@@ -174,5 +174,6 @@ pub(super) async fn evidence(cluster: &Mutex<Cluster>, collected: Collected) -> 
         acknowledged,
         quarantined: None,
         looks: collected.looks,
+        ..ConsensusEvidence::default()
     }
 }

@@ -138,16 +138,14 @@ pub(super) async fn apply(
                 c.start(target, Variant::Good)?;
             }
             FaultKind::RollingRestart { .. } => {
-                // Graceful: SIGTERM, wait for the exit (bounded), start again.
-                lock(cluster).terminate(target)?;
-                let deadline = Instant::now() + GRACE;
-                while !lock(cluster).has_exited(target) && Instant::now() < deadline {
-                    tokio::time::sleep(Duration::from_millis(20)).await;
-                }
-                let mut c = lock(cluster);
-                c.kill(target)?;
-                c.start(target, Variant::Good)?;
+                graceful_restart(cluster, target, Variant::Good).await?;
             }
+            FaultKind::LyingObserver { about } => {
+                graceful_restart(cluster, target, Variant::Liar(about.clone())).await?;
+            }
+            FaultKind::PolicyChange(policy) => lock(cluster).set_policy(target, policy)?,
+            // Asked once below: a rotation is one decision.
+            FaultKind::CaRotate => {}
             FaultKind::Network { .. } | FaultKind::Backend { .. } => {}
             FaultKind::Certificate(flaw) => {
                 let mut c = lock(cluster);
@@ -174,9 +172,58 @@ pub(super) async fn apply(
                 active.set_backend(b, |e| e.push((id, *effect)));
             }
         }
+        FaultKind::CaRotate => {
+            // One rotation: asked of the first target that takes it.
+            let mut refused = Vec::new();
+            for target in &fault.targets {
+                match rotate_ca(cluster, target).await {
+                    Ok(()) => return Ok(()),
+                    Err(e) => refused.push(e),
+                }
+            }
+            return Err(match refused.is_empty() {
+                true => "no node to ask".into(),
+                false => refused.join("; "),
+            });
+        }
         _ => {}
     }
     Ok(())
+}
+
+/// SIGTERM (the agent drains and leaves), wait for the exit (bounded), start as `variant`.
+async fn graceful_restart(
+    cluster: &Mutex<Cluster>,
+    target: &str,
+    variant: Variant,
+) -> Result<(), String> {
+    lock(cluster).terminate(target)?;
+    let deadline = Instant::now() + GRACE;
+    while !lock(cluster).has_exited(target) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut c = lock(cluster);
+    c.kill(target)?;
+    c.start(target, variant)
+}
+
+/// `POST /v1/ca/rotate` to `target`'s agent with its admin token (it relays to the leader).
+async fn rotate_ca(cluster: &Mutex<Cluster>, target: &str) -> Result<(), String> {
+    let (admin, token) = {
+        let c = lock(cluster);
+        let node = c
+            .node(target)
+            .ok_or_else(|| format!("no node `{target}`"))?;
+        (node.admin, c.admin_token(target).ok_or("no admin token")?)
+    };
+    let asked = plexus_agent::ctl::post(admin, "/v1/ca/rotate", serde_json::json!({}), &token);
+    match asked.await? {
+        (200, _) => Ok(()),
+        (status, body) => Err(format!(
+            "POST /v1/ca/rotate to {target}: {status} {}",
+            body.trim()
+        )),
+    }
 }
 
 pub(super) async fn heal(
@@ -208,6 +255,10 @@ pub(super) async fn heal(
             FaultKind::Certificate(_) | FaultKind::ClockSkew { .. } => {
                 c.kill(target)?;
                 c.start(target, Variant::Good)?;
+            }
+            FaultKind::LyingObserver { .. } => {
+                drop(c);
+                graceful_restart(cluster, target, Variant::Good).await?;
             }
             _ => {}
         }

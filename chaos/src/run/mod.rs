@@ -14,6 +14,7 @@ use tokio::time::Instant;
 mod consensus;
 mod faults;
 mod progress;
+mod trust;
 mod watch;
 
 use crate::backend::Backend;
@@ -171,13 +172,13 @@ pub async fn run(
     let epoch = Instant::now();
     let samples: Samples = Arc::default();
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    let sources: Vec<SocketAddr> = {
+    let sources: Vec<(Arc<str>, SocketAddr)> = {
         let c = lock(&cluster);
         scenario
             .workload
             .from
             .iter()
-            .filter_map(|n| c.node(n)?.upstream)
+            .filter_map(|n| Some((Arc::from(n.as_str()), c.node(n)?.upstream?)))
             .collect()
     };
     let load = tokio::spawn(workload::drive(
@@ -193,7 +194,10 @@ pub async fn run(
         cluster.clone(),
         epoch,
         seen.clone(),
-        scenario.consensus.is_some(),
+        watch::Watching {
+            consensus: scenario.consensus.is_some(),
+            certs: scenario.trust.ca_in_log,
+        },
         stop_rx,
     ));
 
@@ -365,7 +369,10 @@ pub async fn run(
     let evidence = match scenario.consensus {
         Some(_) => {
             let collected = std::mem::take(&mut lock(&seen).consensus);
-            Some(consensus::evidence(&cluster, collected).await)
+            let trusted = std::mem::take(&mut lock(&seen).trust);
+            let mut evidence = consensus::evidence(&cluster, collected).await;
+            trusted.into_evidence(&mut evidence);
+            Some(evidence)
         }
         None => None,
     };
@@ -429,6 +436,7 @@ struct Seen {
     observations: Vec<Observation>,
     counters: Vec<CounterReading>,
     consensus: consensus::Collected,
+    trust: trust::Collected,
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {

@@ -8,7 +8,7 @@ use std::time::Duration;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
-use super::{consensus, lock, note, Seen, LOOK_EVERY, READY_LIMIT};
+use super::{consensus, lock, note, trust, Seen, LOOK_EVERY, READY_LIMIT};
 use crate::cluster::{Cluster, ProcState};
 use crate::observe::{self, Watcher};
 use crate::record::EventKind;
@@ -76,13 +76,22 @@ pub(super) async fn warm_up(scenario: &Scenario, cluster: &mut Cluster) -> Resul
     }
 }
 
-/// Looks at every running agent every 250 ms (counters every second, and the decision log
-/// every second when the scenario has `[consensus]`) until `stop`.
+/// What the watcher asks the agents besides their peers and routes.
+#[derive(Debug, Clone, Copy)]
+pub(super) struct Watching {
+    /// `/v1/decisions` and `/v1/quarantine`.
+    pub consensus: bool,
+    /// `/v1/certs` (the CA is in the decision log).
+    pub certs: bool,
+}
+
+/// Looks at every running agent every 250 ms (counters every second, and the decision log and
+/// the trust decisions every second when the scenario has `[consensus]`) until `stop`.
 pub(super) async fn watch_agents(
     cluster: Arc<Mutex<Cluster>>,
     epoch: Instant,
     seen: Arc<Mutex<Seen>>,
-    with_consensus: bool,
+    watching: Watching,
     mut stop: watch::Receiver<bool>,
 ) {
     let mut watcher = Watcher::default();
@@ -115,13 +124,14 @@ pub(super) async fn watch_agents(
             );
         }
         let with_counters = round % 4 == 0;
-        if with_consensus && round % 4 == 2 {
+        if watching.consensus && round % 4 == 2 {
             let running: Vec<(String, SocketAddr)> = nodes
                 .iter()
                 .filter(|n| n.2 == ProcState::Running)
                 .map(|n| (n.0.clone(), n.1))
                 .collect();
             consensus::look(&running, at, &seen).await;
+            trust::look(&running, at, watching.certs, &seen).await;
         }
         for (name, admin, state, pid) in nodes {
             let running = state == ProcState::Running;

@@ -1,8 +1,10 @@
 //! Scenario files: topology, workload, phases with faults, and checks, validated up front.
 //! Every mistake is reported on its own line as `FILE: KEY: REASON`.
 
+mod check;
 mod consensus;
 mod raw;
+mod trust;
 mod validate;
 
 use std::collections::BTreeMap;
@@ -10,7 +12,9 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+pub use check::{Check, CheckKind, Mode};
 pub use consensus::{CanaryEnd, CanarySpec, ConsensusSpec};
+pub use trust::{Access, PolicyRuleSpec, PolicySpec, QuarantineSpec, TrustSpec};
 
 /// A validated scenario.
 #[derive(Debug, Clone)]
@@ -29,6 +33,12 @@ pub struct Scenario {
     pub consensus: Option<ConsensusSpec>,
     /// The agents' `[[canary]]` releases (only with `consensus`).
     pub canaries: Vec<CanarySpec>,
+    /// Where the mesh CA lives.
+    pub trust: TrustSpec,
+    /// The agents' `[quarantine]` table, when the scenario sets one.
+    pub quarantine: Option<QuarantineSpec>,
+    /// The access policy every agent carries from the start (only with `consensus`).
+    pub policy: Option<PolicySpec>,
     pub workload: Workload,
     pub phases: Vec<Phase>,
     pub checks: Vec<Check>,
@@ -220,9 +230,31 @@ pub enum FaultKind {
     Certificate(CertFlaw),
     /// The target restarts with its clock shifted (libfaketime); healed by a clean restart.
     ClockSkew { offset_secs: i64 },
+    /// Asks the target's agent (once, when the fault starts) to rotate the mesh CA; nothing
+    /// to heal.
+    CaRotate,
+    /// The target restarts (gracefully) as a lying observer: a real agent that keeps telling
+    /// its quarantine book that requests to `about` fail; healed by a graceful restart as
+    /// itself.
+    LyingObserver { about: String },
+    /// The targets' configuration files get this access policy and the agents are told to
+    /// reload (SIGHUP); nothing to heal.
+    PolicyChange(PolicySpec),
 }
 
 impl FaultKind {
+    /// Whether it is an action at one instant, with nothing to heal (its window starts and
+    /// ends together).
+    pub fn is_instant(&self) -> bool {
+        matches!(
+            self,
+            FaultKind::Restart
+                | FaultKind::RollingRestart { .. }
+                | FaultKind::CaRotate
+                | FaultKind::PolicyChange(_)
+        )
+    }
+
     /// The kind as written in scenario files.
     pub fn name(&self) -> &'static str {
         match self {
@@ -234,6 +266,9 @@ impl FaultKind {
             FaultKind::Backend { effect, .. } => effect.name(),
             FaultKind::Certificate(flaw) => flaw.name(),
             FaultKind::ClockSkew { .. } => "clock-skew",
+            FaultKind::CaRotate => "ca-rotate",
+            FaultKind::LyingObserver { .. } => "lying-observer",
+            FaultKind::PolicyChange(_) => "policy-change",
         }
     }
 }
@@ -317,123 +352,6 @@ impl CertFlaw {
             CertFlaw::NotYetValid => "cert-not-yet-valid",
             CertFlaw::WrongTrustDomain => "cert-wrong-trust-domain",
             CertFlaw::Untrusted => "cert-untrusted",
-        }
-    }
-}
-
-/// A steady-state promise and when it must hold.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Check {
-    pub kind: CheckKind,
-    pub mode: Mode,
-    /// Only this phase (default: the window the mode implies).
-    pub phase: Option<String>,
-    /// Skip this much at the start of the window (time allowed to react).
-    pub after: Duration,
-    /// End the run at once when this check fails.
-    pub abort: bool,
-    /// `continuous`: the share of 1 s slices that must pass, in percent.
-    pub pass_percent: f64,
-}
-
-/// When a check is evaluated.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Mode {
-    /// Before the first fault.
-    Before,
-    /// From the first fault's start to the last fault's heal.
-    During,
-    /// After the last fault healed.
-    After,
-    /// Every 1 s slice of the whole run.
-    Continuous,
-}
-
-impl Mode {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Mode::Before => "before",
-            Mode::During => "during",
-            Mode::After => "after",
-            Mode::Continuous => "continuous",
-        }
-    }
-}
-
-#[derive(Debug, Clone, PartialEq)]
-pub enum CheckKind {
-    /// Share of requests answered 2xx (or echoed in full), at least `min`.
-    SuccessRate { min: f64 },
-    /// The `quantile` latency at most `max`.
-    Latency { quantile: f64, max: Duration },
-    /// The target's share of answered requests within [`min`, `max`].
-    TrafficShare {
-        target: Target,
-        min: Option<f64>,
-        max: Option<f64>,
-    },
-    /// From the window's start until the target's share stays at or under `below`.
-    TimeToShift {
-        target: Target,
-        below: f64,
-        max: Duration,
-    },
-    /// From the window's start until an agent ejects the target.
-    TimeToEject { target: Target, max: Duration },
-    /// From the window's start until every running agent reports the target dead.
-    TimeToDetect { target: Target, max: Duration },
-    /// Backend attempts per workload request at most `max`.
-    RetryAmplification { max: f64 },
-    /// Peak agent RSS at most `max_mib`.
-    AgentRss { max_mib: f64 },
-    /// Failed TLS handshakes counted by the agents not targeted by a fault, at most `max`.
-    FailedHandshakes { max: f64 },
-    /// Needs consensus: no node that no fault targeted was ever quarantined.
-    NoHealthyQuarantined,
-    /// Needs consensus: the target is quarantined within `max`.
-    QuarantineWithin { target: Target, max: Duration },
-    /// Needs consensus: every voter ends with the same committed log.
-    VoterLogsIdentical,
-    /// Needs consensus: every acknowledged decision is in the final log.
-    NoDecisionLost,
-    /// Needs a `[[canary]]`: the service's committed release ends as `expect` within `max`.
-    CanaryOutcome {
-        service: String,
-        expect: CanaryEnd,
-        max: Duration,
-    },
-    /// Needs consensus: within `max`, the target is out of the committed voter set and the
-    /// set has `voters` members again.
-    VotersReplaced {
-        target: Target,
-        max: Duration,
-        voters: usize,
-    },
-    /// Needs consensus: within `max`, among the agents no process or network fault holds at
-    /// that moment, one leads, every voter names it, and every one has applied what was
-    /// committed by the window's start.
-    DecisionsResume { max: Duration },
-}
-
-impl CheckKind {
-    pub fn name(&self) -> &'static str {
-        match self {
-            CheckKind::SuccessRate { .. } => "success-rate",
-            CheckKind::Latency { .. } => "latency",
-            CheckKind::TrafficShare { .. } => "traffic-share",
-            CheckKind::TimeToShift { .. } => "time-to-shift",
-            CheckKind::TimeToEject { .. } => "time-to-eject",
-            CheckKind::TimeToDetect { .. } => "time-to-detect",
-            CheckKind::RetryAmplification { .. } => "retry-amplification",
-            CheckKind::AgentRss { .. } => "agent-rss",
-            CheckKind::FailedHandshakes { .. } => "failed-handshakes",
-            CheckKind::NoHealthyQuarantined => "no-healthy-quarantined",
-            CheckKind::QuarantineWithin { .. } => "quarantine-within",
-            CheckKind::VoterLogsIdentical => "voter-logs-identical",
-            CheckKind::NoDecisionLost => "no-decision-lost",
-            CheckKind::CanaryOutcome { .. } => "canary-outcome",
-            CheckKind::VotersReplaced { .. } => "voters-replaced",
-            CheckKind::DecisionsResume { .. } => "decisions-resume",
         }
     }
 }

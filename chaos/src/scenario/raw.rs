@@ -22,6 +22,15 @@ pub struct RawScenario {
     /// The agents' `[[canary]]` tables (every agent gets them; the leader runs them).
     #[serde(default)]
     pub canary: Vec<RawCanary>,
+    /// Where the mesh CA lives.
+    pub trust: Option<RawTrust>,
+    /// The agents' `[quarantine]` table.
+    pub quarantine: Option<RawQuarantine>,
+    /// The agents' `[access]` table.
+    pub access: Option<RawAccess>,
+    /// The agents' `[[policy]]` entries.
+    #[serde(default)]
+    pub policy: Vec<RawPolicy>,
     pub workload: RawWorkload,
     #[serde(default)]
     pub phase: Vec<RawPhase>,
@@ -107,6 +116,51 @@ pub struct RawCanary {
     pub max_latency_ratio: Option<f64>,
 }
 
+/// `[trust]`: where the mesh CA lives.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrust {
+    /// `files` (the default) or `decision-log`.
+    pub ca: Option<String>,
+    /// Lifetime of the leaves the leader signs (`decision-log` only).
+    pub leaf_lifetime: Option<String>,
+}
+
+/// `[quarantine]`, as the agent's configuration spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawQuarantine {
+    pub enabled: Option<bool>,
+    pub min_observers: Option<i64>,
+    pub window: Option<String>,
+    pub probation: Option<String>,
+    pub max_share: Option<f64>,
+}
+
+/// `[access]`, as the agent's configuration spells it.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAccess {
+    pub default: Option<String>,
+}
+
+/// One `[[policy]]` entry (or one entry of a `policy-change` fault's `policy`): exactly one
+/// of `allow` and `deny`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicy {
+    pub allow: Option<RawPolicyMatch>,
+    pub deny: Option<RawPolicyMatch>,
+}
+
+/// `{ from = "web", to = "echo" }`; omitted or `"*"` is any.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawPolicyMatch {
+    pub from: Option<String>,
+    pub to: Option<String>,
+}
+
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RawWorkload {
@@ -154,6 +208,12 @@ pub struct RawFault {
     pub interval: Option<String>,
     /// `clock-skew`: e.g. `+2h`, `-30m`.
     pub offset: Option<String>,
+    /// `lying-observer`: the node it lies about (`node:NAME`).
+    pub about: Option<String>,
+    /// `policy-change`: the new `[access] default`.
+    pub default: Option<String>,
+    /// `policy-change`: the new `[[policy]]` entries.
+    pub policy: Option<Vec<RawPolicy>>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -176,4 +236,6 @@ pub struct RawCheck {
     pub service: Option<String>,
     /// `canary-outcome`: `promoted` or `rolled_back`.
     pub expect: Option<String>,
+    /// `success-rate`, `policy-denied`: only requests sent through these workload sources.
+    pub from: Option<RawNodeList>,
 }

@@ -34,6 +34,10 @@ pub fn scenario(path: &Path, text: &str) -> Result<Scenario, ScenarioErrors> {
         errors: Vec::new(),
         consensus: false,
         voters: 0,
+        ca_in_log: false,
+        rotates: false,
+        sources: Vec::new(),
+        http: true,
     };
     let scenario = v.scenario(raw);
     match (scenario, v.errors.is_empty()) {
@@ -52,6 +56,14 @@ struct Validator<'a> {
     consensus: bool,
     /// `topology.voters`, for role targets without consensus.
     voters: usize,
+    /// `[trust] ca = "decision-log"`.
+    ca_in_log: bool,
+    /// A `ca-rotate` fault is scheduled.
+    rotates: bool,
+    /// The workload's source nodes.
+    sources: Vec<String>,
+    /// The workload speaks HTTP (a policy refusal is then a 403, not a bare reset).
+    http: bool,
 }
 
 /// Names the scenario defines, for checking references.
@@ -166,6 +178,25 @@ impl Validator<'_> {
         let canaries = self.canaries(&raw.canary, self.consensus, &services);
         let agent = self.agent(&raw.agent);
         let workload = self.workload(&raw.workload, &names, &services);
+        if let Some(w) = &workload {
+            self.sources = w.from.clone();
+            self.http = w.protocol == Protocol::Http;
+        }
+        let trust = self.trust(raw.trust.as_ref());
+        self.ca_in_log = trust.ca_in_log;
+        let quarantine = self.quarantine(raw.quarantine.as_ref());
+        let policy = (raw.access.is_some() || !raw.policy.is_empty())
+            .then(|| {
+                if !self.consensus {
+                    self.error(
+                        if raw.access.is_some() { "access" } else { "policy" },
+                        "the leader of the decision log proposes the access policy: needs [consensus]",
+                    );
+                }
+                let default = raw.access.as_ref().and_then(|a| a.default.as_deref());
+                self.policy(("access.default", default), ("policy", &raw.policy), &services)
+            })
+            .flatten();
         let mut phases = Vec::new();
         let mut seen = BTreeSet::new();
         if raw.phase.is_empty() {
@@ -207,6 +238,10 @@ impl Validator<'_> {
                 faults,
             });
         }
+        self.rotates = phases
+            .iter()
+            .flat_map(|p: &Phase| &p.faults)
+            .any(|f| f.kind == FaultKind::CaRotate);
         let total: Duration = phases.iter().map(|p| p.duration).sum();
         if total > MAX_RUN {
             self.error(
@@ -260,6 +295,9 @@ impl Validator<'_> {
             agent,
             consensus,
             canaries,
+            trust,
+            quarantine,
+            policy,
             workload: workload?,
             phases,
             checks,
@@ -347,6 +385,7 @@ mod checks;
 mod consensus;
 pub(super) mod faults;
 mod topology;
+mod trust;
 
 use topology::spread_voters;
 
@@ -369,5 +408,8 @@ fn used_keys(f: &RawFault) -> Vec<&'static str> {
     note(f.version.is_some(), "version");
     note(f.interval.is_some(), "interval");
     note(f.offset.is_some(), "offset");
+    note(f.about.is_some(), "about");
+    note(f.default.is_some(), "default");
+    note(f.policy.is_some(), "policy");
     keys
 }

@@ -190,3 +190,24 @@ fn voter_minorities_and_majorities_are_drawn_with_the_seed_sparing_sources() {
     assert_eq!(p[0].targets.len(), 2);
     assert!(p[0].targets.iter().all(|t| s.topology.voters.contains(t)));
 }
+
+#[test]
+fn operator_actions_happen_at_an_instant_and_a_liar_lasts_its_phase() {
+    let s = with_consensus(
+        r#"{ kind = "policy-change", target = "all", at = "1s", policy = [{ deny = { to = "echo" } }] },
+           { kind = "lying-observer", target = "node:node-4", about = "node:node-5" }"#,
+    );
+    let p = plan(&s, 1);
+    assert_eq!((p[0].start, p[0].end), (secs(3), secs(3)));
+    assert_eq!(p[0].targets.len(), 5);
+    assert_eq!(
+        p[0].label,
+        "policy on node-1, node-2, node-3, node-4, node-5: default allow; deny * -> echo"
+    );
+    assert_eq!((p[1].start, p[1].end), (secs(2), secs(12)));
+    assert_eq!(p[1].label, "node-4 lies about node-5");
+}
+
+fn secs(s: u64) -> std::time::Duration {
+    std::time::Duration::from_secs(s)
+}

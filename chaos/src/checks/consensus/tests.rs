@@ -66,11 +66,11 @@ fn consensus_checks_are_not_evaluated_without_evidence_and_judged_with_it() {
         evaluate(&healthy, &r, Some(&evidence)).status,
         CheckStatus::Fail
     );
-    // Agents without quarantine decisions: not evaluated, even with a decision log.
+    // No agent answered /v1/quarantine: no evidence is a failure, not a vacuous pass.
     evidence.quarantined = None;
     assert_eq!(
         evaluate(&healthy, &r, Some(&evidence)).status,
-        CheckStatus::NotEvaluated
+        CheckStatus::Fail
     );
 }
 

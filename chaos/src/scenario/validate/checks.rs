@@ -2,7 +2,7 @@
 
 use std::time::Duration;
 
-use super::super::raw::RawCheck;
+use super::super::raw::{RawCheck, RawNodeList};
 use super::{Names, Validator};
 use crate::scenario::*;
 
@@ -56,10 +56,33 @@ impl Validator<'_> {
         let mut used: Vec<&str> = Vec::new();
         let kind = match raw.kind.as_str() {
             "success-rate" => {
-                used.push("min");
+                used.extend(["min", "from"]);
+                let from = self.sources_of(key, raw.from.as_ref());
                 Some(CheckKind::SuccessRate {
                     min: self.ratio(&format!("{key}.min"), raw.min)?,
+                    from,
                 })
+            }
+            "policy-denied" => {
+                used.extend(["min", "from"]);
+                if !self.http {
+                    self.error(
+                        format!("{key}.kind"),
+                        "an agent refuses a TCP stream with a plain reset: `policy-denied` needs an http workload",
+                    );
+                }
+                let from = self.sources_of(key, raw.from.as_ref());
+                if raw.from.is_none() {
+                    self.error(
+                        format!("{key}.from"),
+                        "missing: the workload sources whose requests the policy refuses",
+                    );
+                }
+                let min = self.ratio(&format!("{key}.min"), raw.min)?;
+                if min == 0.0 {
+                    self.error(format!("{key}.min"), "a share of at least 0 cannot fail");
+                }
+                Some(CheckKind::PolicyDenied { min, from })
             }
             "latency" => {
                 used.extend(["quantile", "max"]);
@@ -175,6 +198,40 @@ impl Validator<'_> {
                     max: max_duration(self)?,
                 })
             }
+            "suspected" => {
+                used.extend(["target", "max"]);
+                let target = match raw.target.as_deref() {
+                    Some(t) if t.starts_with("node:") => {
+                        self.target(&format!("{key}.target"), t, names, &["node:"])
+                    }
+                    _ => {
+                        self.error(
+                            format!("{key}.target"),
+                            "the node under suspicion, e.g. \"node:node-5\"",
+                        );
+                        None
+                    }
+                };
+                match (target, max_duration(self)) {
+                    (Some(target), Some(max)) => Some(CheckKind::Suspected { target, max }),
+                    _ => None,
+                }
+            }
+            "ca-rotated" => {
+                used.push("max");
+                if !self.ca_in_log {
+                    self.error(
+                        format!("{key}.kind"),
+                        "`ca-rotated` needs [trust] ca = \"decision-log\"",
+                    );
+                } else if !self.rotates {
+                    self.error(
+                        format!("{key}.kind"),
+                        "no `ca-rotate` fault in the scenario: nothing rotates the CA",
+                    );
+                }
+                max_duration(self).map(|max| CheckKind::CaRotated { max })
+            }
             "voter-logs-identical" => Some(CheckKind::VoterLogsIdentical),
             "no-decision-lost" => Some(CheckKind::NoDecisionLost),
             "canary-outcome" => {
@@ -247,8 +304,8 @@ impl Validator<'_> {
                     format!(
                         "`{other}` is not a check; use success-rate, latency, traffic-share, time-to-shift, \
                          time-to-eject, time-to-detect, retry-amplification, agent-rss, failed-handshakes, \
-                         no-healthy-quarantined, quarantine-within, voter-logs-identical, no-decision-lost, \
-                         canary-outcome, voters-replaced or decisions-resume"
+                         no-healthy-quarantined, quarantine-within, suspected, ca-rotated, policy-denied, \
+                         voter-logs-identical, no-decision-lost, canary-outcome, voters-replaced or decisions-resume"
                     ),
                 );
                 return None;
@@ -262,6 +319,7 @@ impl Validator<'_> {
             ("below", raw.below.is_some()),
             ("service", raw.service.is_some()),
             ("expect", raw.expect.is_some()),
+            ("from", raw.from.is_some()),
         ];
         for (k, is_set) in set {
             if is_set && !used.contains(&k) {
@@ -279,6 +337,8 @@ impl Validator<'_> {
                 | CheckKind::NoDecisionLost
                 | CheckKind::NoHealthyQuarantined
                 | CheckKind::QuarantineWithin { .. }
+                | CheckKind::Suspected { .. }
+                | CheckKind::CaRotated { .. }
                 | CheckKind::CanaryOutcome { .. }
                 | CheckKind::VotersReplaced { .. }
                 | CheckKind::DecisionsResume { .. }
@@ -297,11 +357,14 @@ impl Validator<'_> {
             | CheckKind::TimeToEject { .. }
             | CheckKind::TimeToDetect { .. }
             | CheckKind::QuarantineWithin { .. }
+            | CheckKind::Suspected { .. }
+            | CheckKind::CaRotated { .. }
             | CheckKind::VotersReplaced { .. }
             | CheckKind::TrafficShare { .. } => Mode::During,
             CheckKind::VoterLogsIdentical
             | CheckKind::NoDecisionLost
-            | CheckKind::DecisionsResume { .. } => Mode::After,
+            | CheckKind::DecisionsResume { .. }
+            | CheckKind::PolicyDenied { .. } => Mode::After,
             _ => Mode::Continuous,
         };
         let mode = match raw.mode.as_deref() {
@@ -350,6 +413,30 @@ impl Validator<'_> {
 }
 
 impl Validator<'_> {
+    /// A check's `from`: workload sources (empty when not given: every source).
+    fn sources_of(&mut self, key: &str, raw: Option<&RawNodeList>) -> Vec<String> {
+        let list = match raw {
+            None => return Vec::new(),
+            Some(RawNodeList::One(n)) => vec![n.clone()],
+            Some(RawNodeList::Many(v)) => v.clone(),
+        };
+        for n in &list {
+            if !self.sources.contains(n) {
+                self.error(
+                    format!("{key}.from"),
+                    format!(
+                        "`{n}` is not a workload source ({})",
+                        self.sources.join(", ")
+                    ),
+                );
+            }
+        }
+        if list.is_empty() {
+            self.error(format!("{key}.from"), "name at least one workload source");
+        }
+        list
+    }
+
     /// The scenario's `[consensus]`, or an error saying the check needs it (without it the
     /// check could only ever fail).
     fn needs_consensus<'c>(

@@ -122,13 +122,47 @@ impl Validator<'_> {
                     &["offset"],
                 )
             }
+            "ca-rotate" => {
+                if !self.ca_in_log {
+                    self.error(
+                        format!("{key}.kind"),
+                        "`ca-rotate` needs [trust] ca = \"decision-log\": only a CA in the decision log rotates",
+                    );
+                }
+                (Some(FaultKind::CaRotate), &[])
+            }
+            "lying-observer" => (self.lying_observer(key, raw, names), &["about"]),
+            "policy-change" => {
+                if !self.consensus {
+                    self.error(
+                        format!("{key}.kind"),
+                        "`policy-change` needs [consensus]: the leader proposes the access policy",
+                    );
+                }
+                if raw.default.is_none() && raw.policy.is_none() {
+                    self.error(
+                        format!("{key}.policy"),
+                        "missing: the new policy, e.g. policy = [{ deny = { from = \"batch\", to = \"echo\" } }] (and `default`)",
+                    );
+                }
+                let policy = self.policy(
+                    (&format!("{key}.default"), raw.default.as_deref()),
+                    (
+                        &format!("{key}.policy"),
+                        raw.policy.as_deref().unwrap_or(&[]),
+                    ),
+                    services,
+                );
+                (policy.map(FaultKind::PolicyChange), &["default", "policy"])
+            }
             other => {
                 self.error(
                     format!("{key}.kind"),
                     format!(
                         "`{other}` is not a fault; use kill, stop, restart, rolling-restart, partition, loss, latency, \
                          reorder, duplicate, bandwidth, backend-errors, backend-latency, backend-hang, backend-reset, \
-                         cert-expired, cert-not-yet-valid, cert-wrong-trust-domain, cert-untrusted or clock-skew"
+                         cert-expired, cert-not-yet-valid, cert-wrong-trust-domain, cert-untrusted, clock-skew, \
+                         ca-rotate, lying-observer or policy-change"
                     ),
                 );
                 return None;
@@ -149,6 +183,30 @@ impl Validator<'_> {
                 None
             }
         };
+        if let (Some(FaultKind::LyingObserver { about }), Some(Target::Node(liar))) =
+            (&kind, &target)
+        {
+            if about == liar {
+                self.error(
+                    format!("{key}.about"),
+                    "a node lying about itself says nothing about the mesh: name another node",
+                );
+            }
+        }
+        let instant = kind.as_ref().is_some_and(FaultKind::is_instant)
+            && !matches!(
+                kind,
+                Some(FaultKind::Restart | FaultKind::RollingRestart { .. })
+            );
+        if instant && raw.lasts.is_some() {
+            self.error(
+                format!("{key}.for"),
+                format!(
+                    "`{}` happens at one instant: nothing lasts or heals",
+                    raw.kind
+                ),
+            );
+        }
         let rolling = matches!(kind, Some(FaultKind::RollingRestart { .. }));
         if rolling
             && target
@@ -180,6 +238,36 @@ impl Validator<'_> {
             at,
             lasts,
         })
+    }
+
+    fn lying_observer(&mut self, key: &str, raw: &RawFault, names: &Names) -> Option<FaultKind> {
+        if !self.consensus {
+            self.error(
+                format!("{key}.kind"),
+                "`lying-observer` needs [consensus]: quarantine verdicts are the leader's",
+            );
+        }
+        let about = match raw.about.as_deref() {
+            None => {
+                self.error(
+                    format!("{key}.about"),
+                    "missing: the node the observer lies about, e.g. \"node:node-5\"",
+                );
+                None
+            }
+            Some(v) if !v.starts_with("node:") => {
+                self.error(
+                    format!("{key}.about"),
+                    format!("`{v}`: name one node, e.g. \"node:node-5\""),
+                );
+                None
+            }
+            Some(v) => match self.target(&format!("{key}.about"), v, names, &["node:"]) {
+                Some(Target::Node(n)) => Some(n),
+                _ => None,
+            },
+        };
+        about.map(|about| FaultKind::LyingObserver { about })
     }
 
     fn net_effect(&mut self, key: &str, raw: &RawFault) -> Option<NetEffect> {
