@@ -69,6 +69,16 @@ pub enum Command {
         #[command(subcommand)]
         command: CtlCommand,
     },
+    /// A small HTTP service answering every request with its name (for demos and the edge
+    /// cluster's containers).
+    Backend {
+        /// Where to listen.
+        #[arg(long, default_value = "127.0.0.1:8080")]
+        listen: SocketAddr,
+        /// The name it answers with.
+        #[arg(long, default_value = "backend")]
+        name: String,
+    },
     /// Start a local two-agent mesh and carry a request through it.
     Demo {
         /// Keep the mesh running until Ctrl-C instead of exiting after the walk-through.
@@ -373,6 +383,9 @@ fn run(command: Command) -> Result<(), Failure> {
                     }
                 }
             })
+            .map_err(Failure::runtime),
+        Command::Backend { listen, name } => runtime()?
+            .block_on(crate::demo::backend::serve(listen, name))
             .map_err(Failure::runtime),
         Command::Demo { hold } => runtime()?
             .block_on(crate::demo::run(hold))

@@ -4,6 +4,8 @@
 //! starts `node-a` hosting it and `node-b` with an upstream to it, carries a request from an app
 //! through `node-b`, over QUIC with mutual TLS, to `node-a` and back, and narrates each step.
 
+pub mod backend;
+
 use std::net::SocketAddr;
 use std::path::Path;
 use std::time::{Duration, Instant};
