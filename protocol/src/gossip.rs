@@ -297,6 +297,9 @@ pub enum AnomalySignal {
     PolicyRefusals,
     /// The peer sends far more traffic than its own history.
     TrafficSurge,
+    /// The peer's endpoints were ejected again and again (their half-open probes failed too),
+    /// far more often than other peers'.
+    RepeatedEjection,
 }
 
 impl AnomalySignal {
@@ -308,6 +311,7 @@ impl AnomalySignal {
             Self::ProtocolViolation => "protocol_violation",
             Self::PolicyRefusals => "policy_refusals",
             Self::TrafficSurge => "traffic_surge",
+            Self::RepeatedEjection => "repeated_ejection",
         }
     }
 }

@@ -288,8 +288,9 @@ impl Route {
             }
         }
         if let Some(transition) = state.endpoints.finish(addr, now, rtt, outcome) {
+            let peer = peer_of(&state, addr);
             drop(state);
-            self.transition(addr, transition);
+            self.transition(addr, transition, peer);
         }
     }
 
@@ -315,11 +316,21 @@ impl Route {
             .then(|| Duration::from_micros(state.latency.value_at_quantile(0.95)))
     }
 
-    fn transition(&self, addr: SocketAddr, transition: Transition) {
+    /// Logs and counts an endpoint's transition; an ejection is also an observation about its
+    /// node (`peer`), for quarantine: a node ejected again after its probe keeps failing.
+    fn transition(
+        &self,
+        addr: SocketAddr,
+        transition: Transition,
+        peer: Option<(NodeId, PeerObserver)>,
+    ) {
         let service = self.upstream.service.as_str();
         let endpoint = addr.to_string();
         match transition {
             Transition::Ejected(reason) => {
+                if let Some((node, observer)) = peer {
+                    observer.record(&node, PeerEvent::Ejected);
+                }
                 tracing::warn!(%service, %endpoint, reason = reason.label(), "endpoint ejected");
                 self.telemetry
                     .counter(
@@ -360,7 +371,8 @@ impl Route {
             self.resync(state, now);
         }
         for (addr, transition) in state.endpoints.tick(now) {
-            self.transition(addr, transition);
+            let peer = peer_of(state, addr);
+            self.transition(addr, transition, peer);
         }
     }
 
@@ -426,6 +438,11 @@ impl Route {
 
 /// What an attempt's outcome says about the endpoint's node, for quarantine: answers and
 /// failures count, sheds and cancellations say nothing about it.
+/// The node behind `addr` and the observer to tell about it, when both are known.
+fn peer_of(state: &RouteState, addr: SocketAddr) -> Option<(NodeId, PeerObserver)> {
+    Some((state.nodes.get(&addr)?.clone(), state.observer.clone()?))
+}
+
 fn peer_event(outcome: Outcome) -> Option<PeerEvent> {
     match outcome {
         Outcome::Success => Some(PeerEvent::RequestOk),

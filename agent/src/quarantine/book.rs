@@ -11,6 +11,10 @@
 //!   with there is no report: a share is only anomalous against the mesh, and an agent whose
 //!   every peer fails is more likely the one in trouble. Outlier ejection keeps a failing peer's
 //!   attempts to a few per minute, which is why the minimum counts are small and the window long.
+//! - **repeated ejection**: the peer's endpoints were ejected at least [`MIN_EJECTIONS`] times
+//!   (a failed half-open probe after an ejection), far more than the other peers'. This is how
+//!   a peer that turns bad after serving well is seen: ejection stops its failures long before
+//!   they outweigh its earlier successes.
 //! - **handshake or protocol violations**: at least [`MIN_VIOLATIONS`] in the window, far above
 //!   the other peers' median (which is normally zero).
 //! - **policy refusals**: at least [`MIN_REFUSALS`] calls the access policy refused.
@@ -37,6 +41,9 @@ pub const OBSERVE_WINDOW: Duration = Duration::from_secs(60);
 pub const MIN_ATTEMPTS: u32 = 5;
 /// Failed (or reset) attempts an error (reset) report needs.
 pub const MIN_FAILURES: u32 = 5;
+/// Least ejections of a peer's endpoints in the window that are an anomaly: the second one
+/// means the half-open probe after the first failed as well.
+pub const MIN_EJECTIONS: u32 = 2;
 /// Least share of failed (reset) attempts that is anomalous.
 pub const MIN_SHARE: f64 = 0.5;
 /// How many times the other peers' median share a share must be.
@@ -75,6 +82,7 @@ struct Counts {
     protocol: u32,
     policy: u32,
     served: u32,
+    ejected: u32,
 }
 
 impl Counts {
@@ -87,6 +95,7 @@ impl Counts {
             PeerEvent::ProtocolViolation => &mut self.protocol,
             PeerEvent::PolicyRefusal => &mut self.policy,
             PeerEvent::Served => &mut self.served,
+            PeerEvent::Ejected => &mut self.ejected,
         };
         *slot = slot.saturating_add(1);
     }
@@ -99,6 +108,7 @@ impl Counts {
         self.protocol = self.protocol.saturating_add(other.protocol);
         self.policy = self.policy.saturating_add(other.policy);
         self.served = self.served.saturating_add(other.served);
+        self.ejected = self.ejected.saturating_add(other.ejected);
     }
 
     fn attempts(&self) -> u32 {
@@ -308,6 +318,7 @@ impl ObservationBook {
                     .map(|(_, c)| c)
             };
             findings.extend(share_findings(peer, counts, others));
+            findings.extend(ejection_finding(peer, counts, others));
             findings.extend(count_findings(peer, counts, others));
             if let Some(record) = self.peers.get(peer) {
                 findings.extend(surge_finding(peer, record, index));
@@ -427,6 +438,34 @@ fn share_findings<'a, I: Iterator<Item = &'a Counts>>(
         }
     }
     out
+}
+
+/// Ejected at least [`MIN_EJECTIONS`] times in the window (so its half-open probe failed too),
+/// while the other peers this agent calls (at least one, with [`MIN_ATTEMPTS`] attempts) were
+/// ejected far less. Outlier ejection stops a peer's failures after a handful, so a peer that
+/// turns bad after serving well never reaches an anomalous error share: its earlier successes
+/// outweigh the few failures in the window. Its repeated ejection is the evidence instead.
+fn ejection_finding<'a, I: Iterator<Item = &'a Counts>>(
+    peer: &NodeId,
+    counts: &Counts,
+    others: impl Fn() -> I,
+) -> Option<Finding> {
+    if counts.ejected < MIN_EJECTIONS {
+        return None;
+    }
+    let reference = median(
+        others()
+            .filter(|c| c.attempts() >= MIN_ATTEMPTS)
+            .map(|c| f64::from(c.ejected))
+            .collect(),
+    )?;
+    let value = f64::from(counts.ejected);
+    (value >= reference * RATE_FACTOR && value - reference >= 1.0).then(|| Finding {
+        subject: peer.clone(),
+        signal: AnomalySignal::RepeatedEjection,
+        value,
+        reference,
+    })
 }
 
 /// Violations and refusals, as rates per second over the window, far above the other peers'.

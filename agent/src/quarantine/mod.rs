@@ -58,6 +58,8 @@ pub enum PeerEvent {
     PolicyRefusal,
     /// The peer sent this agent a request or stream (its traffic, for surges).
     Served,
+    /// One of the peer's endpoints was ejected by outlier detection.
+    Ejected,
 }
 
 /// The `[quarantine]` table.

@@ -346,3 +346,79 @@ fn memory_is_bounded_by_the_window() {
     book.reports(clock.at(700.0), clock.ms(700.0));
     assert_eq!(book.peers(), 0, "an idle peer is forgotten");
 }
+
+#[test]
+fn a_peer_that_turns_bad_after_serving_well_is_reported_once_ejected_again() {
+    let clock = Clock::new();
+    let mut book = ObservationBook::new(clock.origin);
+    // It served 200 requests well, then failed 5 and was ejected: its error share in the
+    // window stays far below the threshold, so the share alone never reports it.
+    record_n(
+        &mut book,
+        clock.at(1.0),
+        "turned",
+        PeerEvent::RequestOk,
+        200,
+    );
+    record_n(&mut book, clock.at(1.0), "good", PeerEvent::RequestOk, 200);
+    record_n(
+        &mut book,
+        clock.at(20.0),
+        "turned",
+        PeerEvent::RequestFailed,
+        5,
+    );
+    record_n(&mut book, clock.at(20.0), "turned", PeerEvent::Ejected, 1);
+    record_n(&mut book, clock.at(20.0), "good", PeerEvent::RequestOk, 50);
+    assert!(
+        reports_at(&mut book, &clock, 21.0).is_empty(),
+        "one ejection is no anomaly"
+    );
+    // Its half-open probe fails: ejected again.
+    record_n(
+        &mut book,
+        clock.at(50.0),
+        "turned",
+        PeerEvent::RequestFailed,
+        1,
+    );
+    record_n(&mut book, clock.at(50.0), "turned", PeerEvent::Ejected, 1);
+    record_n(&mut book, clock.at(50.0), "good", PeerEvent::RequestOk, 50);
+    let reports = reports_at(&mut book, &clock, 51.0);
+    assert_eq!(
+        signals(&reports),
+        [("turned".to_owned(), AnomalySignal::RepeatedEjection)]
+    );
+    assert_eq!(reports[0].value, 2.0);
+    assert_eq!(reports[0].reference, 0.0);
+    // A minute after the last ejection, the evidence has aged out.
+    assert!(reports_at(&mut book, &clock, 115.0).is_empty());
+}
+
+#[test]
+fn ejections_are_no_anomaly_when_every_peer_is_ejected_or_none_is_compared() {
+    let clock = Clock::new();
+    // Alone: nothing to compare with.
+    let mut book = ObservationBook::new(clock.origin);
+    record_n(
+        &mut book,
+        clock.at(1.0),
+        "only",
+        PeerEvent::RequestFailed,
+        10,
+    );
+    record_n(&mut book, clock.at(1.0), "only", PeerEvent::Ejected, 3);
+    assert!(reports_at(&mut book, &clock, 2.0)
+        .iter()
+        .all(|r| r.signal != AnomalySignal::RepeatedEjection));
+    // Every peer ejected as often: this agent is more likely the one in trouble.
+    let mut book = ObservationBook::new(clock.origin);
+    for peer in ["a", "b", "c"] {
+        record_n(&mut book, clock.at(1.0), peer, PeerEvent::RequestOk, 20);
+        record_n(&mut book, clock.at(1.0), peer, PeerEvent::RequestFailed, 5);
+        record_n(&mut book, clock.at(1.0), peer, PeerEvent::Ejected, 2);
+    }
+    assert!(reports_at(&mut book, &clock, 2.0)
+        .iter()
+        .all(|r| r.signal != AnomalySignal::RepeatedEjection));
+}
