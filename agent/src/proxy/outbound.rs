@@ -159,6 +159,12 @@ impl UpstreamProxy {
         let service = &self.upstream.service;
         let started = std::time::Instant::now();
         let mut tried = Vec::new();
+        if self.route.denied().is_some() {
+            // Refused under the committed policy already: final, and no need to ask again.
+            self.outcome("policy_denied");
+            abort(&client);
+            return;
+        }
         self.route.discovered(DISCOVERY_WAIT).await;
         while let Some(addr) = self.route.pick(&tried) {
             tried.push(addr);
@@ -192,6 +198,7 @@ impl UpstreamProxy {
                     // Final: every endpoint enforces the same committed policy. The endpoint
                     // answered correctly, so it is not held against it either.
                     self.route.finish(addr, opening.elapsed(), Outcome::Success);
+                    self.route.remember_denial(bytes::Bytes::new());
                     self.policy_denied(addr, from);
                     self.edge(started, false);
                     abort(&client);

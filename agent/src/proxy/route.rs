@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use hdrhistogram::Histogram;
-use plexus_protocol::{AppProtocol, NodeId, ServiceName};
+use plexus_protocol::{AccessPolicy, AppProtocol, NodeId, ServiceName};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
@@ -46,7 +46,25 @@ struct RouteState {
     observer: Option<PeerObserver>,
     /// The node behind each endpoint address, from gossip.
     nodes: HashMap<SocketAddr, NodeId>,
+    /// The last access-policy refusal, repeated locally while it holds.
+    denial: Option<Denial>,
 }
+
+/// A serving agent refused this node the service under the committed `policy`: every endpoint
+/// enforces the same policy, so until it changes (or [`DENIAL_TTL`] passes, in case the
+/// services this node hosts changed) the caller's agent answers its app itself. The serving
+/// agents then see one refusal per policy, not one per app request: a correct caller is no
+/// anomaly, one that keeps calling against a refusal is.
+#[derive(Debug, Clone)]
+struct Denial {
+    policy: AccessPolicy,
+    at: Instant,
+    /// The serving agent's answer (HTTP), repeated word for word.
+    answer: bytes::Bytes,
+}
+
+/// How long a refusal is repeated locally under an unchanged committed policy.
+pub const DENIAL_TTL: Duration = Duration::from_secs(30);
 
 /// One upstream's routing state.
 pub struct Route {
@@ -134,6 +152,7 @@ impl Route {
             latency_since: now,
             observer: None,
             nodes,
+            denial: None,
         };
         Self {
             upstream,
@@ -294,6 +313,37 @@ impl Route {
         }
     }
 
+    /// Remembers that a serving agent refused this node the service (its `answer`, for HTTP).
+    pub fn remember_denial(&self, answer: bytes::Bytes) {
+        let mut state = self.lock();
+        let policy = committed_policy(&state);
+        state.denial = Some(Denial {
+            policy,
+            at: Instant::now(),
+            answer,
+        });
+    }
+
+    /// The refusal to repeat now, while the committed policy is the one it was given under
+    /// and it is younger than [`DENIAL_TTL`]; counted as `plexus_policy_refusals_cached_total`.
+    pub fn denied(&self) -> Option<bytes::Bytes> {
+        let mut state = self.lock();
+        let denial = state.denial.as_ref()?;
+        if denial.at.elapsed() >= DENIAL_TTL || denial.policy != committed_policy(&state) {
+            state.denial = None;
+            return None;
+        }
+        let answer = denial.answer.clone();
+        drop(state);
+        self.telemetry
+            .counter(
+                names::POLICY_REFUSALS_CACHED,
+                &[("service", self.upstream.service.as_str())],
+            )
+            .increment(1);
+        Some(answer)
+    }
+
     /// How many endpoints the upstream has now.
     pub fn endpoint_count(&self) -> usize {
         self.lock().endpoints.len()
@@ -438,6 +488,15 @@ impl Route {
 
 /// What an attempt's outcome says about the endpoint's node, for quarantine: answers and
 /// failures count, sheds and cancellations say nothing about it.
+/// The access policy this agent has applied (the default before any is committed).
+fn committed_policy(state: &RouteState) -> AccessPolicy {
+    state
+        .committed
+        .as_ref()
+        .map(|c| c.borrow().trust.policy.clone())
+        .unwrap_or_default()
+}
+
 /// The node behind `addr` and the observer to tell about it, when both are known.
 fn peer_of(state: &RouteState, addr: SocketAddr) -> Option<(NodeId, PeerObserver)> {
     Some((state.nodes.get(&addr)?.clone(), state.observer.clone()?))

@@ -63,6 +63,8 @@ pub mod names {
     pub const QUARANTINE_REPORTS: &str = "plexus_quarantine_reports";
     pub const QUARANTINE_VERDICTS: &str = "plexus_quarantine_verdicts_total";
     pub const POLICY_REFUSALS: &str = "plexus_policy_refusals_total";
+    /// Calls the caller's agent refused itself, repeating a serving agent's refusal.
+    pub const POLICY_REFUSALS_CACHED: &str = "plexus_policy_refusals_cached_total";
     pub const CERT_EXPIRY: &str = "plexus_certificate_expiry_timestamp_seconds";
     pub const CERT_RENEWALS: &str = "plexus_certificate_renewals_total";
     pub const TRUSTED_ROOTS: &str = "plexus_trusted_roots";

@@ -260,8 +260,12 @@ async fn a_call_against_policy_is_refused_clearly_counted_and_final() {
     }
     let hits_after: u64 = cell.payments.iter().map(|b| b.behaviour.hits()).sum();
     assert_eq!(hits_after, hits_before, "a refused call reached a backend");
+    // One attempt in all: the caller's agent answers the next four itself, repeating the
+    // serving agent's refusal while the committed policy stands.
     let attempts = "plexus_request_attempts_total{direction=\"outbound\",service=\"payments\"";
-    assert_eq!(total(&cell.batch, attempts), 5.0, "one attempt per request");
+    assert_eq!(total(&cell.batch, attempts), 1.0, "one attempt in all");
+    let cached = "plexus_policy_refusals_cached_total{service=\"payments\"}";
+    assert_eq!(total(&cell.batch, cached), 4.0);
     assert_eq!(total(&cell.batch, "plexus_retries_total"), 0.0);
     let (_, routes) = admin_get(cell.batch.admin_addr, "/v1/routes").await;
     let routes: Value = serde_json::from_str(&routes).unwrap();
@@ -271,7 +275,7 @@ async fn a_call_against_policy_is_refused_clearly_counted_and_final() {
     // Counted by the serving agents, by service and caller.
     let series = "plexus_policy_refusals_total{service=\"payments\",caller=\"batch-node\"}";
     let counted: f64 = cell.voters.iter().map(|v| total(v, series)).sum();
-    assert_eq!(counted, 5.0);
+    assert_eq!(counted, 1.0, "a correct caller is refused once per policy");
     assert_eq!(
         total(
             &cell.voters[0],
@@ -291,6 +295,11 @@ async fn a_call_against_policy_is_refused_clearly_counted_and_final() {
         1.0,
         "tried once, not elsewhere"
     );
+    // Again: refused by the caller's agent, without asking.
+    assert!(refused(cell.batch.upstream_addr("ledger").unwrap()).await);
+    assert_eq!(total(&cell.voters[0], series), 1.0);
+    let cached = "plexus_policy_refusals_cached_total{service=\"ledger\"}";
+    assert_eq!(total(&cell.batch, cached), 1.0);
 
     // The decision says why; `plexus ctl policy` lists the rules in precedence order.
     let leader = cell.leader().await;

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
+use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -25,6 +26,21 @@ use crate::proxy::route::{Route, DISCOVERY_WAIT};
 use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 use crate::transport::PeerPool;
+
+/// Most of a policy refusal's body kept to repeat it.
+const MAX_DENIAL_ANSWER: usize = 4096;
+/// How long reading a policy refusal's body may take.
+const DENIAL_READ: Duration = Duration::from_secs(2);
+
+/// Whether a serving agent refused the call by access policy (403, `plexus-error:
+/// policy_denied`).
+fn is_policy_denied<B>(response: &Response<B>) -> bool {
+    response.status() == StatusCode::FORBIDDEN
+        && response
+            .headers()
+            .get(super::ERROR)
+            .is_some_and(|v| v == "policy_denied")
+}
 
 /// Why an attempt produced no response.
 #[derive(Debug)]
@@ -175,6 +191,10 @@ impl HttpCaller {
         trace: TraceContext,
     ) -> Response<ProxyBody> {
         let started = Instant::now();
+        if let Some(answer) = self.route.denied() {
+            // A serving agent refused this node the service under the committed policy.
+            return self.answered(started, super::policy_denied_text(answer));
+        }
         let policy = &self.route.upstream().requests;
         let upgrade = is_upgrade(request.headers()) && request.version() == Version::HTTP_11;
         let app_upgrade = upgrade.then(|| hyper::upgrade::on(&mut request));
@@ -242,6 +262,9 @@ impl HttpCaller {
                     let response = tried_now
                         .response
                         .expect("a successful attempt has a response");
+                    if is_policy_denied(&response) {
+                        return self.denied_by_peer(started, response).await;
+                    }
                     let reuse = tried_now.sender.map(|s| (tried_now.addr, s));
                     return self.respond(started, response, app_upgrade, reuse);
                 }
@@ -436,6 +459,22 @@ impl HttpCaller {
     }
 
     /// Counts the request as the app sees it and meters the answer's body.
+    /// A serving agent's policy refusal: remembered (so the next calls are answered here, see
+    /// [`Route::denied`]) and passed on to the app.
+    async fn denied_by_peer(
+        &self,
+        started: Instant,
+        response: Response<Incoming>,
+    ) -> Response<ProxyBody> {
+        let limited = http_body_util::Limited::new(response.into_body(), MAX_DENIAL_ANSWER);
+        let text = match tokio::time::timeout(DENIAL_READ, limited.collect()).await {
+            Ok(Ok(collected)) => collected.to_bytes(),
+            _ => Bytes::from_static(b"plexus: policy_denied\n"),
+        };
+        self.route.remember_denial(text.clone());
+        self.answered(started, super::policy_denied_text(text))
+    }
+
     fn answered(&self, started: Instant, response: Response<ProxyBody>) -> Response<ProxyBody> {
         let (mut parts, body) = response.into_parts();
         strip_hop_by_hop(&mut parts.headers);

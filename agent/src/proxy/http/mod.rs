@@ -18,6 +18,7 @@ pub mod serve;
 pub mod streams;
 pub mod trace;
 
+use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode};
 
@@ -101,7 +102,12 @@ pub fn agent_answer(status: StatusCode, reason: &'static str) -> Response<ProxyB
 /// the services it hosts and the service it called. Final for the caller's agent: not a 5xx,
 /// so it is neither retried nor held against the endpoint.
 pub fn policy_denied_answer(denied: &crate::access::Denied) -> Response<ProxyBody> {
-    let mut response = Response::new(full(format!("plexus: policy_denied: {denied}\n")));
+    policy_denied_text(Bytes::from(format!("plexus: policy_denied: {denied}\n")))
+}
+
+/// A policy refusal with `text` as its body (a serving agent's, repeated by the caller's).
+pub fn policy_denied_text(text: Bytes) -> Response<ProxyBody> {
+    let mut response = Response::new(full(text));
     *response.status_mut() = StatusCode::FORBIDDEN;
     let headers = response.headers_mut();
     headers.insert(ERROR, HeaderValue::from_static("policy_denied"));
