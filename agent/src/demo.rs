@@ -1,26 +1,40 @@
-//! `plexus demo`: a two-agent mesh on this machine, with nothing to prepare.
+//! `plexus demo`: a five-agent mesh on this machine, with nothing to prepare, and its feedback
+//! loops at work.
 //!
-//! It makes a CA and two node certificates in a temporary directory, starts an echo service,
-//! starts `node-a` hosting it and `node-b` with an upstream to it, carries a request from an app
-//! through `node-b`, over QUIC with mutual TLS, to `node-a` and back, and narrates each step.
+//! It makes a CA and certificates in a temporary directory, starts three voters (`node-1..3`,
+//! each hosting `api` in front of a built-in backend) and two callers (`node-4`, `node-5`)
+//! that send steady app traffic to `api`. Then one backend starts failing every request, and
+//! the demo narrates what the mesh does on its own: the callers eject the endpoint, the Raft
+//! leader commits a lower weight and quarantines the node on the callers' reports; then the
+//! backend is repaired, the operator releases the node and traffic returns to it. The admin
+//! API (and `plexus ctl`) of every agent can be used while it runs; `--hold` keeps it up.
 
 pub mod backend;
+mod load;
+mod narrate;
 
 use std::net::SocketAddr;
 use std::path::Path;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use plexus_protocol::{NodeId, TrustDomain};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
 
 use crate::config::AgentConfig;
 use crate::pki::{self, IssueOptions, Validity};
+use crate::RunningAgent;
+use backend::DemoBackend;
 
 const TRUST_DOMAIN: &str = "demo.plexus";
+/// App traffic per caller.
+const RATE: u32 = 50;
+/// The longest the demo lets traffic run (it stops earlier when the story is told).
+const LOAD_LIMIT: Duration = Duration::from_secs(300);
 
-fn step(n: u32, text: impl AsRef<str>) {
-    println!("[{n}/5] {}", text.as_ref());
+/// The mesh the demo runs.
+struct DemoMesh {
+    voters: Vec<RunningAgent>,
+    callers: Vec<RunningAgent>,
+    backends: Vec<DemoBackend>,
 }
 
 /// Runs the walk-through; with `hold`, keeps the mesh up until Ctrl-C.
@@ -31,12 +45,46 @@ pub async fn run(hold: bool) -> Result<(), String> {
         .tempdir()
         .map_err(|e| format!("cannot make a temporary directory: {e}"))?;
     let dir = temp.path().to_owned();
+    let mesh = start_mesh(&dir).await?;
+    let targets: Vec<SocketAddr> = mesh
+        .callers
+        .iter()
+        .filter_map(|c| c.upstream_addr("api"))
+        .collect();
+    print_addresses(&mesh);
+    let load = load::Load::start(&targets, RATE, LOAD_LIMIT);
+    println!(
+        "      app traffic: {RATE} requests/s through each of node-4 and node-5 to \"api\" \
+         (served by node-1, node-2 and node-3)"
+    );
+    let story = narrate::Story::new(&mesh.voters, &mesh.callers, &mesh.backends, &load.tally);
+    let outcome = story.tell(&dir).await;
+    let (ok, failed) = load.tally.read();
+    if hold {
+        print_addresses(&mesh);
+        println!("the mesh keeps running with its traffic; Ctrl-C stops it.");
+        let _ = tokio::signal::ctrl_c().await;
+    }
+    load.stop().await;
+    for agent in mesh.callers.into_iter().chain(mesh.voters) {
+        agent.shutdown().await;
+    }
+    let total = ok + failed;
+    println!(
+        "done: {total} app requests, {ok} answered ({:.2} %), five agents stopped cleanly.",
+        100.0 * ok as f64 / total.max(1) as f64
+    );
+    outcome
+}
 
+fn step(n: u32, text: impl AsRef<str>) {
+    println!("[{n}/6] {}", text.as_ref());
+}
+
+async fn start_mesh(dir: &Path) -> Result<DemoMesh, String> {
     step(
         1,
-        format!(
-            "making a mesh CA for spiffe://{TRUST_DOMAIN} and certificates for node-a and node-b"
-        ),
+        format!("making a mesh CA for spiffe://{TRUST_DOMAIN} and certificates for node-1..5"),
     );
     let options = IssueOptions {
         validity: Validity::starting_now(Duration::from_secs(3600)),
@@ -44,124 +92,80 @@ pub async fn run(hold: bool) -> Result<(), String> {
     };
     let domain = TrustDomain::new(TRUST_DOMAIN).map_err(|e| e.to_string())?;
     pki::init_ca(&domain, &dir.join("ca"), options).map_err(|e| e.to_string())?;
-    for node in ["node-a", "node-b"] {
-        let id = NodeId::new(node).map_err(|e| e.to_string())?;
-        pki::issue_node(&dir.join("ca"), &id, &dir.join(node), options)
+    for i in 1..=5 {
+        let id = NodeId::new(format!("node-{i}")).map_err(|e| e.to_string())?;
+        pki::issue_node(&dir.join("ca"), &id, &dir.join(id.as_str()), options)
             .map_err(|e| e.to_string())?;
     }
 
-    let backend = start_echo().await?;
     step(
         2,
-        format!("starting an echo service on {backend} and node-a, which hosts it as \"echo\""),
+        "starting node-1, node-2, node-3 (Raft voters), each hosting \"api\" in front of a demo backend",
     );
-    let a = start_node(
-        &dir,
-        "node-a",
-        &format!("[[service]]\nname = \"echo\"\naddress = \"{backend}\"\n"),
-    )
-    .await?;
-
+    let mut backends = Vec::new();
+    let mut voters: Vec<RunningAgent> = Vec::new();
+    let loopback: SocketAddr = "127.0.0.1:0".parse().expect("a valid address");
+    for i in 1..=3 {
+        let backend = DemoBackend::start(loopback, &format!("backend-{i}")).await?;
+        let extra = format!(
+            "[consensus]\nbootstrap_expect = 3\nelection_timeout = \"1s\"\nweights_window = \"2s\"\n\
+             [quarantine]\nprobation = \"20s\"\n\
+             [[service]]\nname = \"api\"\naddress = \"{}\"\nprotocol = \"http\"\n\
+             health = {{ http = \"/healthz\", interval = \"1s\" }}\n",
+            backend.addr
+        );
+        let seed = voters.first().map(|v| v.quic_addr);
+        voters.push(start_node(dir, &format!("node-{i}"), seed, &extra).await?);
+        backends.push(backend);
+    }
     step(
         3,
-        format!(
-            "starting node-b with an upstream \"echo\" whose endpoint is node-a at {}",
-            a.quic_addr
-        ),
+        "starting node-4 and node-5, which call \"api\" (HTTP, balanced, retried, ejecting)",
     );
-    let b = start_node(
-        &dir,
-        "node-b",
-        &format!(
-            "[[upstream]]\nservice = \"echo\"\nlisten = \"127.0.0.1:0\"\nendpoints = [\"{}\"]\n",
-            a.quic_addr
-        ),
-    )
-    .await?;
-    let app_addr = b
-        .upstream_addr("echo")
-        .ok_or("node-b has no echo listener")?;
-
-    step(
-        4,
-        format!("an app connects to node-b's local listener {app_addr} and sends a line"),
-    );
-    let message = b"hello through the mesh\n";
-    let started = Instant::now();
-    let reply = round_trip(app_addr, message).await?;
-    let first = started.elapsed();
-    let started = Instant::now();
-    let _ = round_trip(app_addr, message).await?;
-    let second = started.elapsed();
-    println!("      sent     {:?}", String::from_utf8_lossy(message));
-    println!("      received {:?}", String::from_utf8_lossy(&reply));
-    println!(
-        "      path: app -> node-b -> QUIC + mTLS (TLS 1.3, ALPN plexus/1) -> node-a -> echo, and back"
-    );
-    println!("      first exchange {first:?} (includes the QUIC handshake), second {second:?} (connection reused)");
-    if reply != message {
-        return Err("the echo did not come back intact".into());
+    let mut callers = Vec::new();
+    for i in 4..=5 {
+        let extra =
+            "[[upstream]]\nservice = \"api\"\nlisten = \"127.0.0.1:0\"\nprotocol = \"http\"\n\
+                     try_timeout = \"500ms\"\noutlier = { base_ejection = \"3s\" }\n";
+        callers
+            .push(start_node(dir, &format!("node-{i}"), Some(voters[0].quic_addr), extra).await?);
     }
-
-    step(5, "what node-a's admin API reports:");
-    let (_, metrics) = crate::ctl::get(a.admin_addr, "/metrics").await?;
-    for line in metrics.lines().filter(|l| {
-        l.starts_with("plexus_streams_total") || l.starts_with("plexus_connections_total")
-    }) {
-        println!("      {line}");
-    }
-    println!(
-        "      node-a admin: http://{}/v1/status   node-b admin: http://{}/v1/status",
-        a.admin_addr, b.admin_addr
-    );
-
-    if hold {
-        println!("the mesh keeps running; try `nc {app_addr}` and type lines. Ctrl-C stops it.");
-        let _ = tokio::signal::ctrl_c().await;
-    }
-    b.shutdown().await;
-    a.shutdown().await;
-    println!("done: one request carried end to end over mutual TLS, both agents stopped cleanly.");
-    Ok(())
+    let mesh = DemoMesh {
+        voters,
+        callers,
+        backends,
+    };
+    narrate::wait_until_formed(&mesh.voters, &mesh.callers).await?;
+    Ok(mesh)
 }
 
-async fn start_node(dir: &Path, node: &str, extra: &str) -> Result<crate::RunningAgent, String> {
+async fn start_node(
+    dir: &Path,
+    node: &str,
+    seed: Option<SocketAddr>,
+    extra: &str,
+) -> Result<RunningAgent, String> {
     let config_path = dir.join(format!("{node}.toml"));
+    let seeds = seed
+        .map(|s| format!("seeds = [\"{s}\"]\n"))
+        .unwrap_or_default();
     let text = format!(
-        "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\n[tls]\nca = \"{node}/ca.pem\"\ncert = \"{node}/node.pem\"\nkey = \"{node}/node.key\"\n\n{extra}"
+        "node_id = \"{node}\"\nlisten = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\n\
+         data_dir = \"{node}-data\"\n{seeds}\n\
+         [tls]\nca = \"{node}/ca.pem\"\ncert = \"{node}/node.pem\"\nkey = \"{node}/node.key\"\n\n\
+         [gossip]\ninterval = \"200ms\"\n\n{extra}"
     );
     std::fs::write(&config_path, text).map_err(|e| format!("{}: {e}", config_path.display()))?;
     let config = AgentConfig::load(&config_path).map_err(|e| e.to_string())?;
     crate::start(config).await.map_err(|e| e.to_string())
 }
 
-async fn start_echo() -> Result<SocketAddr, String> {
-    let listener = TcpListener::bind("127.0.0.1:0")
-        .await
-        .map_err(|e| e.to_string())?;
-    let addr = listener.local_addr().map_err(|e| e.to_string())?;
-    tokio::spawn(async move {
-        while let Ok((mut stream, _)) = listener.accept().await {
-            tokio::spawn(async move {
-                let (mut r, mut w) = stream.split();
-                let _ = tokio::io::copy(&mut r, &mut w).await;
-            });
-        }
-    });
-    Ok(addr)
-}
-
-async fn round_trip(addr: SocketAddr, message: &[u8]) -> Result<Vec<u8>, String> {
-    let exchange = async {
-        let mut stream = TcpStream::connect(addr).await?;
-        stream.write_all(message).await?;
-        stream.shutdown().await?;
-        let mut reply = Vec::new();
-        stream.read_to_end(&mut reply).await?;
-        Ok::<_, std::io::Error>(reply)
-    };
-    tokio::time::timeout(Duration::from_secs(10), exchange)
-        .await
-        .map_err(|_| "no reply within 10s".to_string())?
-        .map_err(|e| format!("exchange through {addr} failed: {e}"))
+fn print_addresses(mesh: &DemoMesh) {
+    println!("      admin APIs (try `plexus ctl --admin ADDR routes|decisions|quarantine|peers`):");
+    for agent in mesh.voters.iter().chain(&mesh.callers) {
+        println!(
+            "        {}  http://{}/v1/status",
+            agent.node_id, agent.admin_addr
+        );
+    }
 }

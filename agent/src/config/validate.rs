@@ -265,11 +265,13 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         listeners.push((key, upstream.listen));
     }
 
-    let state_dir = (raw.data_dir.is_some() || consensus.bootstrap_expect.is_some()).then(|| {
-        raw.data_dir
-            .clone()
-            .unwrap_or_else(|| DEFAULT_DATA_DIR.into())
-    });
+    // Relative paths resolve against the config file's directory, data_dir's too.
+    let data_dir = raw
+        .data_dir
+        .as_ref()
+        .map(|d| file.parent().unwrap_or(Path::new(".")).join(d));
+    let state_dir = (data_dir.is_some() || consensus.bootstrap_expect.is_some())
+        .then(|| data_dir.clone().unwrap_or_else(|| DEFAULT_DATA_DIR.into()));
     let tls = tls::tls(
         &mut c,
         raw.tls.as_ref(),
@@ -309,8 +311,8 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 source: file.to_owned(),
                 node_id,
                 zone: raw.zone,
-                data_dir_set: raw.data_dir.is_some(),
-                data_dir: raw.data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
+                data_dir_set: data_dir.is_some(),
+                data_dir: data_dir.unwrap_or_else(|| DEFAULT_DATA_DIR.into()),
                 listen,
                 advertise,
                 seeds,

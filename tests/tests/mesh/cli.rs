@@ -226,3 +226,65 @@ fn the_systemd_unit_verifies() {
         "warnings about the unit: {stderr}"
     );
 }
+
+/// `deploy/grafana/plexus.json` is a dashboard that queries only metrics the agent exports
+/// (names checked against `telemetry::names`), and the Prometheus example scrapes `/metrics`.
+#[test]
+fn the_grafana_dashboard_reads_metrics_the_agent_exports() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let dashboard: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(format!("{root}/deploy/grafana/plexus.json")).unwrap(),
+    )
+    .expect("the dashboard is JSON");
+    let names = std::fs::read_to_string(format!("{root}/agent/src/telemetry/mod.rs")).unwrap();
+    let mut queried = 0;
+    for panel in dashboard["panels"].as_array().unwrap() {
+        for target in panel["targets"].as_array().into_iter().flatten() {
+            let expr = target["expr"].as_str().unwrap();
+            for (i, _) in expr.match_indices("plexus_") {
+                let name: String = expr[i..]
+                    .chars()
+                    .take_while(|c| c.is_ascii_lowercase() || *c == '_')
+                    .collect();
+                let exported = name.strip_suffix("_bucket").unwrap_or(&name);
+                assert!(
+                    names.contains(&format!("\"{exported}\"")),
+                    "panel {:?} queries {name}, which the agent does not export",
+                    panel["title"]
+                );
+                queried += 1;
+            }
+        }
+    }
+    assert!(queried >= 20, "{queried} metric references");
+    let scrape =
+        std::fs::read_to_string(format!("{root}/deploy/prometheus/prometheus.yml")).unwrap();
+    assert!(scrape.contains("metrics_path: /metrics"));
+}
+
+/// `plexus demo`, the README's first command: five agents, one backend failing, and the mesh's
+/// reactions narrated: routed around, ejected, and back in rotation once repaired.
+#[test]
+fn the_demo_narrates_the_feedback_loop() {
+    let out = Command::new(plexus_bin())
+        .arg("demo")
+        .env("RUST_LOG", "error")
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "[6/6]",
+        "route around",
+        "ejected",
+        "back in rotation",
+        "five agents stopped cleanly",
+    ] {
+        assert!(stdout.contains(wanted), "no {wanted:?} in:\n{stdout}");
+    }
+}

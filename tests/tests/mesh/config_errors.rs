@@ -217,3 +217,13 @@ fn an_own_certificate_peers_would_refuse_is_refused() {
         "not signed by a CA in tls.ca",
     );
 }
+
+#[test]
+fn a_relative_data_dir_is_read_from_the_config_files_directory() {
+    let mesh = Mesh::new();
+    let top = "listen = \"127.0.0.1:0\"\nadmin = \"127.0.0.1:0\"\ndata_dir = \"state\"\n";
+    let path = mesh.config("node-a", &mesh.node("node-a"), top, "");
+    let config = plexus_agent::config::AgentConfig::load(&path).unwrap();
+    assert_eq!(config.data_dir, mesh.path().join("state"));
+    assert_eq!(config.state_dir(), Some(mesh.path().join("state")));
+}
