@@ -151,10 +151,12 @@ fn answer(view: &dyn AdminView, req: &Request<Incoming>) -> Response<Full<Bytes>
         "/v1/tokens" => json(view.tokens()),
         "/v1/policy" => json(view.policy()),
         "/v1/quarantine" => json(view.quarantine()),
+        "/ui" | "/ui/" => dashboard(),
         _ => text(
             StatusCode::NOT_FOUND,
             "not found; try /healthz, /readyz, /metrics, /v1/status, /v1/peers, /v1/services, \
-             /v1/routes, /v1/decisions, /v1/policy, /v1/quarantine or /v1/graph\n",
+             /v1/routes, /v1/decisions, /v1/policy, /v1/quarantine, /v1/certs, /v1/tokens, \
+             /v1/graph or /ui\n",
         ),
     }
 }
@@ -261,6 +263,22 @@ fn json(value: serde_json::Value) -> Response<Full<Bytes>> {
 
 fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     with_type(status, "text/plain; charset=utf-8", body.to_owned())
+}
+
+/// The operator's dashboard: one page, no build step and no external assets; its script reads
+/// this agent's `/v1/` API every two seconds.
+const DASHBOARD: &str = include_str!("admin/ui.html");
+
+fn dashboard() -> Response<Full<Bytes>> {
+    let mut response = with_type(StatusCode::OK, "text/html; charset=utf-8", DASHBOARD.into());
+    response.headers_mut().insert(
+        hyper::header::CONTENT_SECURITY_POLICY,
+        hyper::header::HeaderValue::from_static(
+            "default-src 'self'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; \
+             img-src 'self' data:",
+        ),
+    );
+    response
 }
 
 fn with_type(status: StatusCode, content_type: &str, body: String) -> Response<Full<Bytes>> {

@@ -6,6 +6,7 @@ mod chaos;
 mod cli;
 mod config_errors;
 mod consensus;
+mod dashboard;
 mod decisions;
 mod failures;
 mod gossip;
