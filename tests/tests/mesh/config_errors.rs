@@ -227,3 +227,35 @@ fn a_relative_data_dir_is_read_from_the_config_files_directory() {
     assert_eq!(config.data_dir, mesh.path().join("state"));
     assert_eq!(config.state_dir(), Some(mesh.path().join("state")));
 }
+
+/// The configuration reference is checked against the code: every key the agent reads (the
+/// fields of `config/raw.rs`, which refuses unknown keys) is documented in
+/// `deploy/plexus.example.toml`, as `key =` or as a `[table]` (commented out or not).
+#[test]
+fn every_configuration_key_is_documented_in_the_example() {
+    let root = concat!(env!("CARGO_MANIFEST_DIR"), "/..");
+    let raw = std::fs::read_to_string(format!("{root}/agent/src/config/raw.rs")).unwrap();
+    let example = std::fs::read_to_string(format!("{root}/deploy/plexus.example.toml")).unwrap();
+    let keys: Vec<&str> = raw
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("pub "))
+        .filter_map(|l| l.split_once(':').map(|(name, _)| name.trim()))
+        .filter(|name| name.chars().all(|c| c.is_ascii_lowercase() || c == '_'))
+        .collect();
+    assert!(keys.len() > 50, "{} keys read from raw.rs", keys.len());
+    let documented = |key: &str| {
+        example.lines().any(|line| {
+            let line = line.trim_start_matches(['#', ' ']);
+            line.starts_with(&format!("[{key}]"))
+                || line.starts_with(&format!("[[{key}]]"))
+                || line.starts_with(&format!("{key} ="))
+                || line.contains(&format!("{{ {key} ="))
+                || line.contains(&format!(", {key} ="))
+        })
+    };
+    let missing: Vec<&&str> = keys.iter().filter(|k| !documented(k)).collect();
+    assert!(
+        missing.is_empty(),
+        "keys missing from the example: {missing:?}"
+    );
+}
