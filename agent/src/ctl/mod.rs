@@ -21,6 +21,23 @@ pub async fn get(admin: SocketAddr, path: &str) -> Result<(u16, String), String>
 }
 
 async fn get_unbounded(admin: SocketAddr, path: &str) -> Result<(u16, String), String> {
+    let request = hyper::Request::get(path)
+        .header(hyper::header::HOST, admin.to_string())
+        .body(Empty::<Bytes>::new())
+        .map_err(|e| format!("admin API at {admin}: {e}"))?;
+    exchange(admin, request).await
+}
+
+/// Sends one request to the admin API at `admin` on a new connection: (status code, body).
+pub(crate) async fn exchange<B>(
+    admin: SocketAddr,
+    request: hyper::Request<B>,
+) -> Result<(u16, String), String>
+where
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
     let fail = |e: &dyn std::fmt::Display| format!("admin API at {admin}: {e}");
     let stream = tokio::net::TcpStream::connect(admin)
         .await
@@ -29,10 +46,6 @@ async fn get_unbounded(admin: SocketAddr, path: &str) -> Result<(u16, String), S
         .await
         .map_err(|e| fail(&e))?;
     tokio::spawn(connection);
-    let request = hyper::Request::get(path)
-        .header(hyper::header::HOST, admin.to_string())
-        .body(Empty::<Bytes>::new())
-        .map_err(|e| fail(&e))?;
     let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
     let status = response.status().as_u16();
     let body = response

@@ -5,8 +5,7 @@ use std::net::SocketAddr;
 use std::path::Path;
 
 use bytes::Bytes;
-use http_body_util::{BodyExt, Full};
-use hyper_util::rt::TokioIo;
+use http_body_util::Full;
 
 /// Where `ctl` looks for the admin token unless told: the agent's default data directory.
 pub const DEFAULT_TOKEN_FILE: &str = "/var/lib/plexus/admin.token";
@@ -24,34 +23,16 @@ pub async fn post(
             token_file.display()
         )
     })?;
-    let fail = |e: &dyn std::fmt::Display| format!("admin API at {admin}: {e}");
-    let exchange = async {
-        let stream = tokio::net::TcpStream::connect(admin)
-            .await
-            .map_err(|e| fail(&e))?;
-        let (mut sender, connection) = hyper::client::conn::http1::handshake(TokioIo::new(stream))
-            .await
-            .map_err(|e| fail(&e))?;
-        tokio::spawn(connection);
-        let request = hyper::Request::post(path)
-            .header(hyper::header::HOST, admin.to_string())
-            .header(hyper::header::CONTENT_TYPE, "application/json")
-            .header(
-                hyper::header::AUTHORIZATION,
-                format!("Bearer {}", token.trim()),
-            )
-            .body(Full::new(Bytes::from(body.to_string())))
-            .map_err(|e| fail(&e))?;
-        let response = sender.send_request(request).await.map_err(|e| fail(&e))?;
-        let status = response.status().as_u16();
-        let body = response
-            .into_body()
-            .collect()
-            .await
-            .map_err(|e| fail(&e))?
-            .to_bytes();
-        Ok((status, String::from_utf8_lossy(&body).into_owned()))
-    };
+    let request = hyper::Request::post(path)
+        .header(hyper::header::HOST, admin.to_string())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header(
+            hyper::header::AUTHORIZATION,
+            format!("Bearer {}", token.trim()),
+        )
+        .body(Full::new(Bytes::from(body.to_string())))
+        .map_err(|e| format!("admin API at {admin}: {e}"))?;
+    let exchange = super::exchange(admin, request);
     // Operator actions wait for a commit through the leader: allow more than a GET.
     tokio::time::timeout(std::time::Duration::from_secs(20), exchange)
         .await
