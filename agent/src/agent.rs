@@ -469,6 +469,14 @@ impl RunningAgent {
                 "certificate not reloaded: node_id {} differs from the running {} (restart)",
                 config.node_id, self.node_id
             ));
+        } else if config.credentials.info.serial != serving.serial
+            && config.credentials.info.not_after <= serving.not_after
+        {
+            applied.push(format!(
+                "certificate not reloaded: the configured leaf ({}) expires before the one \
+                 served ({}, renewed)",
+                config.credentials.info.serial, serving.serial
+            ));
         } else if config.credentials.info.serial != serving.serial {
             applied.push(
                 match self

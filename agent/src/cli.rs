@@ -396,6 +396,9 @@ fn run(command: Command) -> Result<(), Failure> {
 async fn run_agent(config: AgentConfig, path: &std::path::Path) -> Result<(), Failure> {
     use tokio::signal::unix::{signal, SignalKind};
     let node = config.node_id.clone();
+    // Before READY=1: a reload or stop right after start must find its handler.
+    let mut terminate = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
+    let mut hangup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     let agent = crate::agent::start(config)
         .await
         .map_err(Failure::runtime)?;
@@ -406,8 +409,6 @@ async fn run_agent(config: AgentConfig, path: &std::path::Path) -> Result<(), Fa
     ));
     let (watchdog_stop, watchdog_rx) = tokio::sync::watch::channel(false);
     let watchdog = tokio::spawn(crate::systemd::watchdog(watchdog_rx));
-    let mut terminate = signal(SignalKind::terminate()).map_err(Failure::runtime)?;
-    let mut hangup = signal(SignalKind::hangup()).map_err(Failure::runtime)?;
     loop {
         tokio::select! {
             result = tokio::signal::ctrl_c() => { result.map_err(Failure::runtime)?; break }

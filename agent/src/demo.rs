@@ -27,8 +27,10 @@ use backend::DemoBackend;
 const TRUST_DOMAIN: &str = "demo.plexus";
 /// App traffic per caller.
 const RATE: u32 = 50;
-/// The longest the demo lets traffic run (it stops earlier when the story is told).
+/// The longest the demo lets traffic run (it stops earlier when the story is told), and with
+/// `--hold`.
 const LOAD_LIMIT: Duration = Duration::from_secs(300);
+const HOLD_LIMIT: Duration = Duration::from_secs(3600);
 
 /// The mesh the demo runs.
 struct DemoMesh {
@@ -52,7 +54,8 @@ pub async fn run(hold: bool) -> Result<(), String> {
         .filter_map(|c| c.upstream_addr("api"))
         .collect();
     print_addresses(&mesh);
-    let load = load::Load::start(&targets, RATE, LOAD_LIMIT);
+    let limit = if hold { HOLD_LIMIT } else { LOAD_LIMIT };
+    let load = load::Load::start(&targets, RATE, limit);
     println!(
         "      app traffic: {RATE} requests/s through each of node-4 and node-5 to \"api\" \
          (served by node-1, node-2 and node-3)"

@@ -1,4 +1,4 @@
-//! The `plexus` binary's own commands: `pki init`, `pki issue`, usage errors.
+//! The `plexus` binary's own commands: `pki init`, `pki issue`, usage errors, `demo`.
 //! (Having an integration test here also makes `cargo test --workspace` build the binary
 //! that the multi-node tests in `tests/` start as a real process.)
 
@@ -261,4 +261,33 @@ fn pki_issue_refuses_a_mismatched_ca_key_and_a_foreign_ca_copy() {
         stderr.contains("holds a different CA certificate (pass --force"),
         "{stderr}"
     );
+}
+
+/// `plexus demo`, the README's first command: five agents, one backend failing, and the mesh's
+/// reactions narrated: routed around, ejected, and back in rotation once repaired. It lives in
+/// this test binary, not in the multi-node suite, so its load never runs beside timing-sensitive
+/// mesh tests (test binaries run one after another).
+#[test]
+fn the_demo_narrates_the_feedback_loop() {
+    let out = Command::new(env!("CARGO_BIN_EXE_plexus"))
+        .arg("demo")
+        .env("RUST_LOG", "error")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for wanted in [
+        "[6/6]",
+        "route around",
+        "ejected",
+        "back in rotation",
+        "five agents stopped cleanly",
+    ] {
+        assert!(stdout.contains(wanted), "no {wanted:?} in:\n{stdout}");
+    }
 }

@@ -97,7 +97,9 @@ impl LiveTrust {
     /// Replaces the roots from `tls.ca` (a reload), keeping the deny list; for use only while
     /// the decision log holds no roots (then they are the log's). Returns whether they changed.
     pub fn configure(&self, roots: &[CertificateDer<'static>]) -> Result<bool, String> {
-        let current = self.view();
+        // Held throughout, so a deny list `follow` commits meanwhile is not lost.
+        let mut slot = self.current.write().expect("trust lock poisoned");
+        let current = slot.clone();
         if roots == current.root_ders.as_slice() {
             return Ok(false);
         }
@@ -116,7 +118,7 @@ impl LiveTrust {
             current.denied_serials.clone(),
             current.version + 1,
         )?;
-        *self.current.write().expect("trust lock poisoned") = Arc::new(view);
+        *slot = Arc::new(view);
         Ok(true)
     }
 

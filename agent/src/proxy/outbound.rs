@@ -116,7 +116,7 @@ impl UpstreamProxy {
                         let _ = client.set_nodelay(true);
                         match self.route.protocol() {
                             AppProtocol::Http => {
-                                connections.spawn(self.http.clone().serve_connection(client, from));
+                                connections.spawn(self.http.clone().serve_connection(client, from, draining.clone()));
                             }
                             AppProtocol::Tcp => {
                                 connections.spawn(self.clone().carry(client, from));

@@ -51,7 +51,7 @@ pub async fn join(plan: &JoinPlan, limit: Duration) -> Result<(), String> {
             match ask(&endpoint, addr, &request).await {
                 Ok(LeaderReply::Issued { leaf, roots }) => {
                     endpoint.close(0u32.into(), b"joined");
-                    return store(plan, &key, leaf, roots);
+                    return store(plan, &trust, &key, leaf, roots);
                 }
                 Ok(LeaderReply::NotLeader {
                     address: Some(leader),
@@ -121,10 +121,10 @@ async fn ask(
     .map_err(|_| format!("no answer within {ATTEMPT_TIMEOUT:?}"))?
 }
 
-/// Checks the leaf (for this node, our key, chains to a root the leader sent that chains to
-/// nothing but what we trust) and writes it beside the key.
+/// Checks the leaf (for this node, our key, chains to `tls.ca`) and writes it beside the key.
 fn store(
     plan: &JoinPlan,
+    trust: &TrustBundle,
     key: &PrivateKeyDer<'static>,
     leaf: Vec<u8>,
     roots: Vec<Vec<u8>>,
@@ -133,6 +133,24 @@ fn store(
     if !info.spiffe_id.ends_with(&format!("/node/{}", plan.node_id)) {
         return Err(format!("the leader issued a leaf for {}", info.spiffe_id));
     }
+    // Only tls.ca is trusted here: any member could answer a join, and none but the CA's
+    // holders can sign a leaf that chains to it. Roots the answer names are kept only when
+    // tls.ca holds them too.
+    let configured = trust.certificates();
+    if !configured
+        .iter()
+        .any(|root| super::renew::chains_to(&CertificateDer::from(leaf.clone()), root))
+    {
+        return Err(format!(
+            "the issued leaf does not chain to {} (after a CA rotation, give new agents the \
+             current bundle: any agent's <data_dir>/tls/ca.pem)",
+            plan.ca.display()
+        ));
+    }
+    let roots: Vec<Vec<u8>> = roots
+        .into_iter()
+        .filter(|r| configured.iter().any(|c| c.as_ref() == r.as_slice()))
+        .collect();
     let chain = vec![CertificateDer::from(leaf)];
     crate::pki::LiveCredentials::new_from(chain.clone(), key)?;
     super::renew::store_credentials(&plan.stored, &chain, key)?;

@@ -151,13 +151,19 @@ impl TrustService {
     async fn join(&self, token: &str, node: &NodeId, csr: &[u8]) -> Result<LeaderReply, String> {
         let state = self.setup.consensus.state();
         let id = ca::check_token(&state.trust, token, unix_ms())?;
+        // A token must not take over an identity the mesh knows, alive or not (a voter that is
+        // down keeps its seat, and its Raft ID comes from its node ID).
         let view = self.setup.view.borrow().clone();
-        let taken = view
-            .members
-            .iter()
-            .any(|m| m.node_id == node.as_str() && m.state == crate::gossip::MemberState::Alive);
-        if taken || node == &self.setup.node_id {
-            return Err(format!("node ID {node} belongs to a live member"));
+        if let Some(member) = view.members.iter().find(|m| m.node_id == node.as_str()) {
+            return Err(format!(
+                "node ID {node} belongs to a member ({:?}); join with a new node ID",
+                member.state
+            ));
+        }
+        if node == &self.setup.node_id || state.voters.contains(node) {
+            return Err(format!(
+                "node ID {node} belongs to a voter; join with a new node ID"
+            ));
         }
         let reply = self.issue(node, csr)?;
         // The join is recorded (who joined with which token); the leaf does not wait for it.

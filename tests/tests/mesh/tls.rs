@@ -473,7 +473,7 @@ async fn a_reload_serves_a_renewed_leaf_without_dropping_connections() {
     assert_eq!(peer, renewed, "a new handshake sees the renewed leaf");
 
     // A leaf for another key is refused, and the renewed one stays.
-    let other = mesh.node("node-b");
+    let other = mesh.node_valid("node-b", Validity::starting_now(hours(3)));
     let config = AgentConfig::load(&mesh.path().join("node-b.toml")).unwrap();
     assert_eq!(other.id, "node-b");
     let applied = serving.reload(&config);

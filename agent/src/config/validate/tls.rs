@@ -60,7 +60,7 @@ pub(super) fn tls(
     // A certificate obtained by a join or renewed in place wins over the configured files.
     let stored = state_dir
         .map(stored_dir)
-        .filter(|dir| dir.join(files::NODE_CERT).is_file() && dir.join(files::NODE_KEY).is_file());
+        .filter(|dir| stored_leaf_usable(dir));
     let (cert, key, cert_key) = match (&stored, &raw.cert, &raw.key) {
         (Some(dir), _, _) => (
             Some(dir.join(files::NODE_CERT)),
@@ -179,8 +179,31 @@ pub struct JoinPlan {
     pub stored: PathBuf,
 }
 
+/// Whether `dir` holds a leaf and key this agent obtained or renewed, with the leaf still
+/// valid. An expired one (the agent was down longer than its leaf lived) is passed over: the
+/// configured certificate is used, or the join token obtains a new leaf.
+fn stored_leaf_usable(dir: &Path) -> bool {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    if !dir.join(files::NODE_KEY).is_file() {
+        return false;
+    }
+    let Some(Ok(leaf)) = CertificateDer::pem_file_iter(dir.join(files::NODE_CERT))
+        .ok()
+        .and_then(|mut certs| certs.next())
+    else {
+        return false;
+    };
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let usable = crate::pki::cert_info(&leaf).is_ok_and(|info| info.not_after > now);
+    if !usable {
+        tracing::warn!(dir = %dir.display(), "the stored certificate has expired; not using it");
+    }
+    usable
+}
+
 /// The join to do before the agent can start, if any: `tls.join_token_file` is set, no
-/// certificate is configured, and none was obtained before. Mistakes are left to validation.
+/// certificate is configured, and none was obtained before (or the one obtained expired). Mistakes are left to validation.
 pub(crate) fn join_plan(file: &Path, raw: &crate::config::raw::RawConfig) -> Option<JoinPlan> {
     let tls = raw.tls.as_ref()?;
     if tls.cert.is_some() || tls.key.is_some() {
@@ -188,13 +211,13 @@ pub(crate) fn join_plan(file: &Path, raw: &crate::config::raw::RawConfig) -> Opt
     }
     let base = file.parent().unwrap_or(Path::new("."));
     let token_file = base.join(tls.join_token_file.as_ref()?);
-    let state_dir = raw.data_dir.clone().or_else(|| {
+    let state_dir = raw.data_dir.as_ref().map(|d| base.join(d)).or_else(|| {
         raw.consensus
             .bootstrap_expect
             .map(|_| PathBuf::from(super::DEFAULT_DATA_DIR))
     })?;
     let stored = stored_dir(&state_dir);
-    if stored.join(files::NODE_CERT).is_file() {
+    if stored_leaf_usable(&stored) {
         return None;
     }
     let node_id = match &raw.node_id {

@@ -145,16 +145,30 @@ impl HttpCaller {
     }
 
     /// Serves one app connection, HTTP/1.1 or HTTP/2 (prior knowledge), upgrades included.
-    pub async fn serve_connection(self: Arc<Self>, tcp: TcpStream, from: SocketAddr) {
+    /// Serves one app connection; when the agent drains, the connection is told to finish
+    /// (HTTP/1.1 closes after the request in flight, HTTP/2 sends GOAWAY), so keep-alive apps
+    /// take their next requests elsewhere instead of holding the drain open.
+    pub async fn serve_connection(
+        self: Arc<Self>,
+        tcp: TcpStream,
+        from: SocketAddr,
+        mut draining: tokio::sync::watch::Receiver<bool>,
+    ) {
         let service = hyper::service::service_fn(move |request| {
             let caller = self.clone();
             async move { Ok::<_, Infallible>(caller.handle(request).await) }
         });
         let builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
-        if let Err(error) = builder
-            .serve_connection_with_upgrades(TokioIo::new(tcp), service)
-            .await
-        {
+        let connection = builder.serve_connection_with_upgrades(TokioIo::new(tcp), service);
+        tokio::pin!(connection);
+        let result = tokio::select! {
+            result = connection.as_mut() => result,
+            _ = crate::agent::stopping(&mut draining) => {
+                connection.as_mut().graceful_shutdown();
+                connection.await
+            }
+        };
+        if let Err(error) = result {
             tracing::debug!(%from, %error, "app connection ended with an error");
         }
     }

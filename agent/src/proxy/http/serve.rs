@@ -183,6 +183,10 @@ impl LocalHttp {
                 if parts.status != StatusCode::SWITCHING_PROTOCOLS {
                     strip_hop_by_hop(&mut parts.headers);
                 }
+                // Only agents speak these: a service (or a gateway behind it passing on another
+                // agent's answer) must not make callers shed, fail over or cache a refusal.
+                parts.headers.remove(super::ERROR);
+                parts.headers.remove(super::OVERLOADED);
                 // In flight until the body is sent.
                 let body = Metered::new(boxed(body), move |_, completed| {
                     if !completed {
