@@ -300,6 +300,30 @@ mod tests {
     use super::super::{Cluster, Hosted, Wiring};
     use crate::scenario::{FaultKind, Protocol, Scenario};
 
+    /// The scenario's agents' files in a fresh directory: listen ports from `first_port` on,
+    /// every agent advertised at 127.0.0.1:9, hosting what `services` says.
+    fn prepared(
+        scenario: &Scenario,
+        first_port: u16,
+        services: &dyn Fn(&str) -> Vec<Hosted>,
+    ) -> tempfile::TempDir {
+        let dir = tempfile::tempdir().unwrap();
+        let listen: Vec<(String, SocketAddr)> = scenario
+            .topology
+            .names()
+            .into_iter()
+            .enumerate()
+            .map(|(i, n)| (n, SocketAddr::from(([127, 0, 0, 1], first_port + i as u16))))
+            .collect();
+        let advertise = |_: &str| SocketAddr::from(([127, 0, 0, 1], 9));
+        let wiring = Wiring {
+            advertise: &advertise,
+            services,
+        };
+        Cluster::prepare(scenario, dir.path(), Path::new("plexus"), &listen, &wiring).unwrap();
+        dir
+    }
+
     #[test]
     fn the_agent_accepts_the_consensus_and_canary_tables_written_for_it() {
         let scenario = Scenario::from_toml(
@@ -333,15 +357,6 @@ min = 0.9
 "#,
         )
         .unwrap();
-        let dir = tempfile::tempdir().unwrap();
-        let listen: Vec<(String, SocketAddr)> = scenario
-            .topology
-            .names()
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (n, SocketAddr::from(([127, 0, 0, 1], 20_000 + i as u16))))
-            .collect();
-        let advertise = |_: &str| SocketAddr::from(([127, 0, 0, 1], 9));
         let services = |node: &str| {
             vec![Hosted {
                 service: "echo".into(),
@@ -350,11 +365,7 @@ min = 0.9
                 address: SocketAddr::from(([127, 0, 0, 1], 8080)),
             }]
         };
-        let wiring = Wiring {
-            advertise: &advertise,
-            services: &services,
-        };
-        Cluster::prepare(&scenario, dir.path(), Path::new("plexus"), &listen, &wiring).unwrap();
+        let dir = prepared(&scenario, 20_000, &services);
         let config = AgentConfig::load(&dir.path().join("node-1/plexus.toml"))
             .unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.consensus.bootstrap_expect, Some(3));
@@ -406,21 +417,7 @@ min = 0.9
 "#,
         )
         .unwrap_or_else(|e| panic!("{e}"));
-        let dir = tempfile::tempdir().unwrap();
-        let listen: Vec<(String, SocketAddr)> = scenario
-            .topology
-            .names()
-            .into_iter()
-            .enumerate()
-            .map(|(i, n)| (n, SocketAddr::from(([127, 0, 0, 1], 21_000 + i as u16))))
-            .collect();
-        let advertise = |_: &str| SocketAddr::from(([127, 0, 0, 1], 9));
-        let services = |_: &str| Vec::new();
-        let wiring = Wiring {
-            advertise: &advertise,
-            services: &services,
-        };
-        Cluster::prepare(&scenario, dir.path(), Path::new("plexus"), &listen, &wiring).unwrap();
+        let dir = prepared(&scenario, 21_000, &|_: &str| Vec::new());
         let path = dir.path().join("node-1/plexus.toml");
         let config = AgentConfig::load(&path).unwrap_or_else(|e| panic!("{e}"));
         assert_eq!(config.pki.ca_key, Some(dir.path().join("ca/ca.key")));
