@@ -11,6 +11,7 @@ mod frames;
 mod pool;
 mod returning;
 mod tls;
+mod udp;
 
 pub use backoff::Backoff;
 pub use datagram::QuicShape;
@@ -25,7 +26,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use plexus_protocol::NodeId;
-use quinn::{Connection, Endpoint, EndpointConfig, Runtime, TokioRuntime};
+use quinn::{Connection, Endpoint, EndpointConfig, TokioRuntime};
 
 use crate::config::TransportSettings;
 use crate::pki::{LiveCredentials, LiveTrust};
@@ -90,7 +91,8 @@ pub fn bind_endpoint(
     };
     let socket = std::net::UdpSocket::bind(listen).map_err(bind_err)?;
     let runtime = Arc::new(TokioRuntime);
-    let socket = runtime.wrap_udp_socket(socket).map_err(bind_err)?;
+    let socket: Arc<dyn quinn::AsyncUdpSocket> =
+        Arc::new(udp::ReadRegisteredSocket::new(socket).map_err(bind_err)?);
     let not_quic = telemetry.counter(
         names::HANDSHAKE_FAILURES,
         &[("direction", "inbound"), ("reason", "not_quic")],

@@ -34,6 +34,20 @@ where
     body.map_err(Into::into).boxed()
 }
 
+/// Reads `body` to its end if it holds at most `limit` bytes (`None`: longer, or it failed).
+pub async fn read_capped(mut body: ProxyBody, limit: usize) -> Option<Bytes> {
+    let mut kept = BytesMut::new();
+    while let Some(frame) = body.frame().await {
+        if let Ok(data) = frame.ok()?.into_data() {
+            if kept.len() + data.len() > limit {
+                return None;
+            }
+            kept.extend_from_slice(&data);
+        }
+    }
+    Some(kept.freeze())
+}
+
 /// A request body read for sending, perhaps more than once.
 pub enum RequestBody {
     /// Read whole (at most [`MAX_REPLAY_BODY`]): every attempt gets a copy.

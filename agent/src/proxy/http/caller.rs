@@ -7,7 +7,6 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::Bytes;
-use http_body_util::BodyExt;
 use hyper::body::Incoming;
 use hyper::header::HeaderMap;
 use hyper::{Method, Request, Response, StatusCode, Uri, Version};
@@ -15,8 +14,8 @@ use hyper_util::rt::{TokioExecutor, TokioIo};
 use tokio::net::TcpStream;
 use tracing::Instrument;
 
-use super::body::{boxed, Metered, ProxyBody, RequestBody, MAX_REPLAY_BODY};
-use super::streams::{ExchangeError, PeerStreams, Sender};
+use super::body::{Metered, ProxyBody, RequestBody, MAX_REPLAY_BODY};
+use super::streams::{ExchangeError, PeerStreams};
 use super::trace::{ExportedSpan, TraceContext, TRACEPARENT};
 use super::{
     agent_answer, is_idempotent, is_upgrade, strip_hop_by_hop, to_wire, ERROR, OVERLOADED,
@@ -103,9 +102,7 @@ impl Template {
 struct Tried {
     addr: SocketAddr,
     outcome: Outcome,
-    response: Option<Response<Incoming>>,
-    /// The connection it came on, reusable once the response body has been read.
-    sender: Option<Sender>,
+    response: Option<Response<ProxyBody>>,
 }
 
 /// The HTTP side of one `[[upstream]]`.
@@ -279,13 +276,12 @@ impl HttpCaller {
                     if is_policy_denied(&response) {
                         return self.denied_by_peer(started, response).await;
                     }
-                    let reuse = tried_now.sender.map(|s| (tried_now.addr, s));
-                    return self.respond(started, response, app_upgrade, reuse);
+                    return self.respond(started, response, app_upgrade);
                 }
                 Outcome::Overloaded => {
                     // The endpoint protects itself: go elsewhere, without spending the budget.
                     reason = "overloaded";
-                    last = tried_now.response.map(|r| r.map(boxed));
+                    last = tried_now.response;
                     if !body.replayable() {
                         break;
                     }
@@ -296,7 +292,7 @@ impl HttpCaller {
                         Outcome::ConnectFailure => "unavailable",
                         _ => "failed",
                     };
-                    last = tried_now.response.map(|r| r.map(boxed));
+                    last = tried_now.response;
                     if !retryable || retries >= policy.retries {
                         break;
                     }
@@ -344,19 +340,19 @@ impl HttpCaller {
             .map_err(|_| AttemptError::Timeout)
             .and_then(|r| r.map_err(AttemptError::Exchange));
         let mut setup = Duration::ZERO;
-        let (outcome, response, sender) = match result {
-            Ok((response, sender, opened_in)) => {
+        let (outcome, response) = match result {
+            Ok((response, opened_in)) => {
                 setup = opened_in;
-                (classify(&response), Some(response), sender)
+                (classify(&response), Some(response))
             }
-            Err(AttemptError::Timeout) => (Outcome::Timeout, None, None),
+            Err(AttemptError::Timeout) => (Outcome::Timeout, None),
             Err(AttemptError::Exchange(ExchangeError::Connect(error))) => {
                 tracing::info!(endpoint = %addr, %error, "endpoint unreachable");
-                (Outcome::ConnectFailure, None, None)
+                (Outcome::ConnectFailure, None)
             }
             Err(AttemptError::Exchange(ExchangeError::Exchange(error))) => {
                 tracing::info!(endpoint = %addr, %error, "exchange with endpoint failed");
-                (Outcome::Failure, None, None)
+                (Outcome::Failure, None)
             }
         };
         let rtt = flight.finish(outcome, setup);
@@ -377,7 +373,6 @@ impl HttpCaller {
             addr,
             outcome,
             response,
-            sender,
         }
     }
 
@@ -438,9 +433,8 @@ impl HttpCaller {
     fn respond(
         &self,
         started: Instant,
-        mut response: Response<Incoming>,
+        mut response: Response<ProxyBody>,
         app_upgrade: Option<hyper::upgrade::OnUpgrade>,
-        reuse: Option<(SocketAddr, Sender)>,
     ) -> Response<ProxyBody> {
         if let (Some(app), StatusCode::SWITCHING_PROTOCOLS) = (app_upgrade, response.status()) {
             let peer = hyper::upgrade::on(&mut response);
@@ -455,21 +449,7 @@ impl HttpCaller {
                 }
             });
         }
-        let answer = self.answered(started, response.map(boxed));
-        match reuse {
-            // The connection goes back for the next request once the app has read the body.
-            Some((addr, sender)) if answer.status() != StatusCode::SWITCHING_PROTOCOLS => {
-                let streams = self.streams.clone();
-                let (parts, body) = answer.into_parts();
-                let body = Metered::new(body, move |_, completed| {
-                    if completed {
-                        streams.give(addr, sender);
-                    }
-                });
-                Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
-            }
-            _ => answer,
-        }
+        self.answered(started, response)
     }
 
     /// Counts the request as the app sees it and meters the answer's body.
@@ -478,11 +458,11 @@ impl HttpCaller {
     async fn denied_by_peer(
         &self,
         started: Instant,
-        response: Response<Incoming>,
+        response: Response<ProxyBody>,
     ) -> Response<ProxyBody> {
-        let limited = http_body_util::Limited::new(response.into_body(), MAX_DENIAL_ANSWER);
-        let text = match tokio::time::timeout(DENIAL_READ, limited.collect()).await {
-            Ok(Ok(collected)) => collected.to_bytes(),
+        let read = super::body::read_capped(response.into_body(), MAX_DENIAL_ANSWER);
+        let text = match tokio::time::timeout(DENIAL_READ, read).await {
+            Ok(Some(text)) => text,
             _ => Bytes::from_static(b"plexus: policy_denied\n"),
         };
         self.route.remember_denial(text.clone());

@@ -10,10 +10,14 @@
 //! - [`caller`]: the app-facing side (balancing, retries, hedging, timeouts).
 //! - [`serve`]: the service-facing side (admission, shedding, the local pool).
 //! - [`streams`]: keep-alive HTTP/1.1 connections to serving agents, one per QUIC stream.
+//! - [`local`]: the serving agent's keep-alive connections to its local services.
+//! - [`driven`]: HTTP/1.1 client connections run by the request using them, not a task.
 //! - [`body`]: body buffering for retries and metering; [`trace`]: W3C `traceparent`.
 
 pub mod body;
 pub mod caller;
+pub mod driven;
+pub mod local;
 pub mod serve;
 pub mod streams;
 pub mod trace;

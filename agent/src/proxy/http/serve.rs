@@ -7,27 +7,23 @@ use std::net::SocketAddr;
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
-use hyper_util::client::legacy::connect::HttpConnector;
-use hyper_util::client::legacy::Client;
-use hyper_util::rt::{TokioExecutor, TokioIo};
+use hyper_util::rt::TokioIo;
 use plexus_protocol::{NodeId, ServiceName};
 use quinn::{RecvStream, SendStream};
 use tracing::Instrument;
 
 use super::body::{boxed, Metered, ProxyBody};
+use super::local::{LocalError, LocalPool};
 use super::trace::{ExportedSpan, TraceContext, TRACEPARENT};
 use super::{agent_answer, is_upgrade, overloaded_answer, policy_denied_answer, strip_hop_by_hop};
 use crate::access::AccessGate;
 use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 
-/// Idle local connections kept per service.
-const POOL_IDLE_PER_HOST: usize = 64;
-
 /// Forwards admitted requests to local HTTP services.
 #[derive(Clone)]
 pub struct LocalHttp {
-    client: Client<HttpConnector, ProxyBody>,
+    local: std::sync::Arc<LocalPool>,
     load: LoadBook,
     telemetry: Telemetry,
     spans: Option<SpanSink>,
@@ -41,15 +37,8 @@ impl LocalHttp {
         spans: Option<SpanSink>,
         access: std::sync::Arc<AccessGate>,
     ) -> Self {
-        let mut connector = HttpConnector::new();
-        connector.set_nodelay(true);
-        connector.set_connect_timeout(Some(std::time::Duration::from_secs(2)));
-        let client = Client::builder(TokioExecutor::new())
-            .pool_max_idle_per_host(POOL_IDLE_PER_HOST)
-            .pool_idle_timeout(std::time::Duration::from_secs(30))
-            .build(connector);
         Self {
-            client,
+            local: std::sync::Arc::default(),
             load,
             telemetry,
             spans,
@@ -150,7 +139,9 @@ impl LocalHttp {
         request.headers_mut().insert(TRACEPARENT, trace.header());
         let upgrade = is_upgrade(request.headers());
         let result = if upgrade {
-            upgrade_locally(address, request).await
+            upgrade_locally(address, request)
+                .await
+                .map(|r| r.map(boxed))
         } else {
             let (mut parts, body) = request.into_parts();
             strip_hop_by_hop(&mut parts.headers);
@@ -159,18 +150,16 @@ impl LocalHttp {
                 .path_and_query()
                 .map(|p| p.as_str())
                 .unwrap_or("/");
-            match format!("http://{address}{target}").parse() {
+            match target.parse() {
                 Ok(uri) => parts.uri = uri,
                 Err(_) => return agent_answer(StatusCode::BAD_REQUEST, "bad_target"),
             }
-            self.client
-                .request(Request::from_parts(parts, boxed(body)))
+            self.local
+                .request(address, Request::from_parts(parts, boxed(body)))
                 .await
-                .map_err(|e| {
-                    let refused = std::error::Error::source(&e)
-                        .and_then(|s| s.downcast_ref::<std::io::Error>())
-                        .is_some_and(|io| io.kind() == std::io::ErrorKind::ConnectionRefused);
-                    (e.is_connect(), refused, e.to_string())
+                .map_err(|e| match e {
+                    LocalError::Connect { refused, error } => (true, refused, error),
+                    LocalError::Request(error) => (false, false, error),
                 })
         };
         match result {
@@ -188,7 +177,7 @@ impl LocalHttp {
                 parts.headers.remove(super::ERROR);
                 parts.headers.remove(super::OVERLOADED);
                 // In flight until the body is sent.
-                let body = Metered::new(boxed(body), move |_, completed| {
+                let body = Metered::new(body, move |_, completed| {
                     if !completed {
                         admitted.failed();
                     }

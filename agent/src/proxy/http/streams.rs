@@ -1,27 +1,32 @@
 //! Keep-alive HTTP/1.1 connections from a caller's agent to serving agents, each on its own
 //! QUIC stream. A request takes an idle one to its endpoint or opens a new stream; a connection
 //! whose response body was read to the end goes back for the next request. Reuse saves, per
-//! request, the stream header and a connection task on both agents.
+//! request, the stream header and a connection task on both agents. The request that uses a
+//! connection runs it ([`super::driven`]): no task of its own, no hand-offs between tasks.
 
-use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
 
-use hyper::body::Incoming;
-use hyper::client::conn::http1::SendRequest;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 use plexus_protocol::{AppProtocol, ServiceName, StreamHeader};
+use quinn::{RecvStream, SendStream};
+use tokio::io::Join;
 
-use super::body::ProxyBody;
+use super::body::{boxed, ProxyBody};
+use super::driven::{DrivenConn, IdleConns, SendError};
 use crate::transport::{write_message, PeerPool};
 
-/// A keep-alive HTTP/1.1 connection on one QUIC stream.
-pub type Sender = SendRequest<ProxyBody>;
+/// A QUIC stream to a serving agent, as HTTP/1.1 runs on it.
+pub type PeerIo = TokioIo<Join<RecvStream, SendStream>>;
+/// A keep-alive HTTP/1.1 connection on one QUIC stream, run by the request that uses it.
+pub type PeerConn = DrivenConn<PeerIo>;
 
 /// Idle connections kept per endpoint at most.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
+/// An idle stream older than this is closed instead of reused.
+const IDLE_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Why an exchange produced no response.
 #[derive(Debug)]
@@ -37,7 +42,7 @@ pub struct PeerStreams {
     pool: Arc<PeerPool>,
     service: ServiceName,
     open_timeout: Duration,
-    idle: Mutex<HashMap<SocketAddr, Vec<Sender>>>,
+    idle: Arc<IdleConns<PeerIo>>,
     opened: metrics::Counter,
 }
 
@@ -53,70 +58,81 @@ impl PeerStreams {
             pool,
             service,
             open_timeout,
-            idle: Mutex::default(),
+            idle: IdleConns::new(MAX_IDLE_PER_ENDPOINT, IDLE_TIMEOUT),
             opened,
         }
     }
 
-    /// Sends `request` to `addr` and waits for the response headers. With `reusable`, an idle
-    /// connection is used if there is one, and the connection is handed back with the
-    /// response (give it back with [`PeerStreams::give`] once the body has been read).
+    /// Sends `request` to `addr` and waits for the response head; also returns how long
+    /// opening a stream took (zero on a reused one). With `reusable`, an idle connection is
+    /// used if there is one, and the connection goes back to the idle list once the response
+    /// body has been read to the end. Without, the stream is the request's for good (upgrades).
     pub async fn exchange(
-        &self,
+        self: &Arc<Self>,
         addr: SocketAddr,
         mut request: Request<ProxyBody>,
         reusable: bool,
-    ) -> Result<(Response<Incoming>, Option<Sender>, Duration), ExchangeError> {
-        if reusable {
-            while let Some(mut sender) = self.take(addr) {
-                match sender.try_send_request(request).await {
-                    Ok(response) => return Ok((response, Some(sender), Duration::ZERO)),
-                    Err(mut error) => match error.take_message() {
-                        // Never written: the connection had gone; try the next one.
-                        Some(unsent) => request = unsent,
-                        None => {
-                            return Err(ExchangeError::Exchange(error.into_error().to_string()))
-                        }
-                    },
+    ) -> Result<(Response<ProxyBody>, Duration), ExchangeError> {
+        if !reusable {
+            return self.exchange_once(addr, request).await;
+        }
+        while let Some(conn) = self.idle.take(addr) {
+            match conn.send(request, Some(self.idle.give_back(addr))).await {
+                Ok(response) => return Ok((response.map(boxed), Duration::ZERO)),
+                // Never written: the connection had gone; try the next one.
+                Err(SendError::Unsent(unsent)) => request = *unsent,
+                Err(SendError::Failed(error)) => {
+                    return Err(ExchangeError::Exchange(error.to_string()))
                 }
             }
         }
-        let opening = std::time::Instant::now();
-        let mut sender = self.open(addr).await?;
+        let opening = Instant::now();
+        let io = self.open(addr).await?;
+        let conn = DrivenConn::handshake(io)
+            .await
+            .map_err(|e| ExchangeError::Connect(e.to_string()))?;
+        let setup = opening.elapsed();
+        match conn.send(request, Some(self.idle.give_back(addr))).await {
+            Ok(response) => {
+                self.pool.confirm(addr);
+                Ok((response.map(boxed), setup))
+            }
+            Err(SendError::Unsent(_)) => Err(ExchangeError::Connect(
+                "the new stream closed before the request was sent".into(),
+            )),
+            Err(SendError::Failed(error)) => Err(ExchangeError::Exchange(error.to_string())),
+        }
+    }
+
+    /// An exchange on a stream of its own, run by a task of its own so that an upgrade can
+    /// take the stream over.
+    async fn exchange_once(
+        &self,
+        addr: SocketAddr,
+        request: Request<ProxyBody>,
+    ) -> Result<(Response<ProxyBody>, Duration), ExchangeError> {
+        let opening = Instant::now();
+        let io = self.open(addr).await?;
+        let (mut sender, connection) = hyper::client::conn::http1::Builder::new()
+            .handshake(io)
+            .await
+            .map_err(|e| ExchangeError::Connect(e.to_string()))?;
+        tokio::spawn(async move {
+            if let Err(error) = connection.with_upgrades().await {
+                tracing::debug!(%error, "stream to endpoint ended with an error");
+            }
+        });
         let setup = opening.elapsed();
         let response = sender
             .send_request(request)
             .await
             .map_err(|e| ExchangeError::Exchange(e.to_string()))?;
         self.pool.confirm(addr);
-        Ok((response, reusable.then_some(sender), setup))
+        Ok((response.map(boxed), setup))
     }
 
-    /// Returns a connection whose last response was read to the end.
-    pub fn give(&self, addr: SocketAddr, sender: Sender) {
-        if sender.is_closed() {
-            return;
-        }
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.entry(addr).or_default();
-        if list.len() < MAX_IDLE_PER_ENDPOINT {
-            list.push(sender);
-        }
-    }
-
-    fn take(&self, addr: SocketAddr) -> Option<Sender> {
-        let mut idle = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = idle.get_mut(&addr)?;
-        while let Some(sender) = list.pop() {
-            if !sender.is_closed() && sender.is_ready() {
-                return Some(sender);
-            }
-        }
-        None
-    }
-
-    /// Opens a stream to `addr`, sends the header and starts HTTP/1.1 on it.
-    async fn open(&self, addr: SocketAddr) -> Result<Sender, ExchangeError> {
+    /// Opens a stream to `addr` and sends the header that names the service.
+    async fn open(&self, addr: SocketAddr) -> Result<PeerIo, ExchangeError> {
         let connect = |e: &dyn std::fmt::Display| ExchangeError::Connect(e.to_string());
         let peer = self
             .pool
@@ -133,16 +149,6 @@ impl PeerStreams {
         write_message(&mut send, &header)
             .await
             .map_err(|e| connect(&e))?;
-        let io = TokioIo::new(tokio::io::join(recv, send));
-        let (sender, connection) = hyper::client::conn::http1::Builder::new()
-            .handshake(io)
-            .await
-            .map_err(|e| connect(&e))?;
-        tokio::spawn(async move {
-            if let Err(error) = connection.with_upgrades().await {
-                tracing::debug!(%error, "stream to endpoint ended with an error");
-            }
-        });
-        Ok(sender)
+        Ok(TokioIo::new(tokio::io::join(recv, send)))
     }
 }
