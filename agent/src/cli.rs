@@ -271,6 +271,16 @@ fn runtime() -> Result<tokio::runtime::Runtime, Failure> {
         .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
 }
 
+/// The agent's runtime: `worker_threads` threads (multi-threaded even with one, so a disk
+/// write can hand the thread's other work to another thread while it waits).
+fn agent_runtime(worker_threads: usize) -> Result<tokio::runtime::Runtime, Failure> {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(worker_threads)
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::runtime(format!("cannot start the async runtime: {e}")))
+}
+
 fn run(command: Command) -> Result<(), Failure> {
     match command {
         Command::Agent { config, check } => {
@@ -292,7 +302,7 @@ fn run(command: Command) -> Result<(), Failure> {
                 );
                 return Ok(());
             }
-            runtime()?.block_on(run_agent(loaded, &config))
+            agent_runtime(loaded.worker_threads)?.block_on(run_agent(loaded, &config))
         }
         Command::Pki(PkiCommand::Init {
             trust_domain,

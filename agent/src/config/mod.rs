@@ -35,6 +35,8 @@ pub struct AgentConfig {
     pub seeds: Vec<SocketAddr>,
     /// Admin HTTP address (localhost by default).
     pub admin: SocketAddr,
+    /// Threads the agent's async runtime runs on (`worker_threads`, 1 by default).
+    pub worker_threads: usize,
     pub transport: TransportSettings,
     pub gossip: crate::gossip::GossipSettings,
     /// `[consensus]`: the decision log.

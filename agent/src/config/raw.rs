@@ -16,6 +16,7 @@ pub struct RawConfig {
     #[serde(default)]
     pub seeds: Vec<String>,
     pub admin: Option<String>,
+    pub worker_threads: Option<i64>,
     pub tls: Option<RawTls>,
     #[serde(default)]
     pub transport: RawTransport,

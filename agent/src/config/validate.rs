@@ -11,6 +11,10 @@ use super::{AgentConfig, ConfigError, ConfigErrors, TransportSettings};
 
 pub const DEFAULT_LISTEN: &str = "0.0.0.0:4433";
 pub const DEFAULT_ADMIN: &str = "127.0.0.1:9901";
+/// One thread: at light load every extra worker adds thread wake-ups to each request (see
+/// BENCHMARKS.md, "one worker thread"); busy nodes raise it.
+pub const DEFAULT_WORKER_THREADS: usize = 1;
+const MAX_WORKER_THREADS: i64 = 256;
 const DEFAULT_DATA_DIR: &str = "/var/lib/plexus";
 const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
 const DEFAULT_KEEP_ALIVE: Duration = Duration::from_secs(2);
@@ -159,6 +163,17 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
         );
     }
     let admin = c.address("admin", raw.admin.as_deref().unwrap_or(DEFAULT_ADMIN));
+    let worker_threads = match raw.worker_threads {
+        None => DEFAULT_WORKER_THREADS,
+        Some(n @ 1..=MAX_WORKER_THREADS) => n as usize,
+        Some(n) => {
+            c.error(
+                "worker_threads",
+                format!("{n} is not 1 to {MAX_WORKER_THREADS}"),
+            );
+            DEFAULT_WORKER_THREADS
+        }
+    };
     let seeds: Vec<SocketAddr> = raw
         .seeds
         .iter()
@@ -316,6 +331,7 @@ pub fn validate(file: &Path, raw: RawConfig) -> Result<AgentConfig, ConfigErrors
                 listen,
                 advertise,
                 seeds,
+                worker_threads,
                 admin,
                 transport,
                 gossip,

@@ -262,7 +262,7 @@ impl LogStore {
             .map_err(|e| err(e.into()))?
             .insert(LEARNED, data.as_slice())
             .map_err(|e| err(e.into()))?;
-        txn.commit().map_err(|e| err(e.into()))?;
+        off_the_worker(|| txn.commit()).map_err(|e| err(e.into()))?;
         self.core.write().expect("log lock poisoned").learned = Some(data);
         Ok(())
     }
@@ -416,13 +416,26 @@ impl LogStore {
             }
             next.entries = entries;
         }
-        match txn.commit() {
+        match off_the_worker(|| txn.commit()) {
             Ok(()) => {
                 *core = next;
                 Ok(())
             }
             Err(e) => Err(err(e.into())),
         }
+    }
+}
+
+/// Runs a disk commit (an fsync). On a multi-threaded runtime the worker first hands its other
+/// tasks to another thread (`block_in_place`), so the wait does not stall requests in flight on
+/// an agent running one worker thread. Elsewhere (tests on a current-thread runtime) it runs as is.
+fn off_the_worker<T>(commit: impl FnOnce() -> T) -> T {
+    use tokio::runtime::{Handle, RuntimeFlavor};
+    match Handle::try_current() {
+        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
+            tokio::task::block_in_place(commit)
+        }
+        _ => commit(),
     }
 }
 

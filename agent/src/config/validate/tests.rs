@@ -144,3 +144,17 @@ fn bad_seeds_are_reported_once_and_timeouts_are_bounded() {
         "{e:#?}"
     );
 }
+
+#[test]
+fn worker_threads_are_bounded() {
+    let e = errors("worker_threads = 0\n");
+    assert!(
+        has(
+            &e,
+            "/etc/plexus/test.toml: worker_threads: 0 is not 1 to 256"
+        ),
+        "{e:?}"
+    );
+    let e = errors("worker_threads = 1000\n");
+    assert!(has(&e, "worker_threads: 1000 is not 1 to 256"), "{e:?}");
+}
