@@ -352,7 +352,9 @@ impl LogStore {
             return Ok(());
         }
         let snapshot_changed = batch.received.is_some() || batch.applied.is_some();
-        let mut core = self.core.write().expect("log lock poisoned");
+        // Read, not write: the driver is the only writer, and readers (the admin API) must not
+        // wait out the fsync below; the new state is swapped in after it.
+        let core = self.core.read().expect("log lock poisoned");
         let mut next = LogCore {
             hard: core.hard,
             snapshot: core.snapshot.clone(),
@@ -416,9 +418,10 @@ impl LogStore {
             }
             next.entries = entries;
         }
+        drop(core);
         match off_the_worker(|| txn.commit()) {
             Ok(()) => {
-                *core = next;
+                *self.core.write().expect("log lock poisoned") = next;
                 Ok(())
             }
             Err(e) => Err(err(e.into())),

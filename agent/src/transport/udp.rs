@@ -10,6 +10,7 @@
 //! that registration again.
 
 use std::fmt;
+use std::future::Future;
 use std::io::{self, IoSliceMut};
 use std::net::SocketAddr;
 use std::os::fd::OwnedFd;
@@ -56,6 +57,7 @@ impl AsyncUdpSocket for ReadRegisteredSocket {
         Box::pin(WritablePoller {
             socket: self,
             waiting: None,
+            retry: None,
         })
     }
 
@@ -113,6 +115,8 @@ fn register<T: std::os::fd::AsRawFd>(fd: T, interest: Interest) -> io::Result<As
 struct WritablePoller {
     socket: Arc<ReadRegisteredSocket>,
     waiting: Option<AsyncFd<OwnedFd>>,
+    /// When no registration could be made: when to try sending again.
+    retry: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl fmt::Debug for WritablePoller {
@@ -131,8 +135,27 @@ impl UdpPoller for WritablePoller {
             return Poll::Ready(Ok(()));
         }
         if this.waiting.is_none() {
-            let duplicate = this.socket.io.get_ref().try_clone()?;
-            this.waiting = Some(register(OwnedFd::from(duplicate), Interest::WRITABLE)?);
+            let registered = this
+                .socket
+                .io
+                .get_ref()
+                .try_clone()
+                .and_then(|duplicate| register(OwnedFd::from(duplicate), Interest::WRITABLE));
+            match registered {
+                Ok(waiting) => this.waiting = Some(waiting),
+                Err(error) => {
+                    // Out of descriptors, say: a full buffer must not fail the connection, so
+                    // try again shortly instead.
+                    tracing::debug!(%error, "cannot watch the UDP socket for room; retrying in 1 ms");
+                    let retry = this.retry.get_or_insert_with(|| {
+                        Box::pin(tokio::time::sleep(std::time::Duration::from_millis(1)))
+                    });
+                    ready!(retry.as_mut().poll(cx));
+                    this.retry = None;
+                    this.socket.blocked.store(false, Ordering::Release);
+                    return Poll::Ready(Ok(()));
+                }
+            }
         }
         let waiting = this.waiting.as_ref().expect("registered above");
         let mut guard = ready!(waiting.poll_write_ready(cx))?;

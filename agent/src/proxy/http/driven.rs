@@ -101,13 +101,58 @@ pub struct IdleConns<T: Io> {
     max_idle: Duration,
 }
 
+/// How often idle lists are swept of connections closed or idle too long.
+const SWEEP_EVERY: Duration = Duration::from_secs(5);
+
 impl<T: Io> IdleConns<T> {
+    /// Inside a runtime, a task sweeps the lists every few seconds (it ends with the lists), so
+    /// a connection the peer closed, or one idle too long, is closed even if its address is
+    /// never asked for again.
     pub fn new(max_per_address: usize, max_idle: Duration) -> Arc<Self> {
-        Arc::new(Self {
+        let idle = Arc::new(Self {
             idle: Mutex::default(),
             max_per_address,
             max_idle,
-        })
+        });
+        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+            let lists = Arc::downgrade(&idle);
+            runtime.spawn(async move {
+                let mut every = tokio::time::interval(SWEEP_EVERY);
+                every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                every.tick().await;
+                loop {
+                    every.tick().await;
+                    let Some(lists) = lists.upgrade() else { return };
+                    lists.sweep();
+                }
+            });
+        }
+        idle
+    }
+
+    /// Drops connections closed by their peer or idle too long, outside the lock.
+    pub fn sweep(&self) {
+        let mut dropped = Vec::new();
+        {
+            let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            for list in lists.values_mut() {
+                let kept: Vec<DrivenConn<T>> = list
+                    .drain(..)
+                    .filter_map(|mut conn| {
+                        let keep = conn.idle_since.elapsed() < self.max_idle && conn.usable();
+                        if keep {
+                            Some(conn)
+                        } else {
+                            dropped.push(conn);
+                            None
+                        }
+                    })
+                    .collect();
+                *list = kept;
+            }
+            lists.retain(|_, list| !list.is_empty());
+        }
+        drop(dropped);
     }
 
     /// Where a connection to `address` goes once its answer has been read to the end.
@@ -126,20 +171,29 @@ impl<T: Io> IdleConns<T> {
     /// The most recently used idle connection to `address` that can take a request; closed
     /// ones, and those idle too long, are dropped on the way.
     pub fn take(&self, address: SocketAddr) -> Option<DrivenConn<T>> {
-        let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
-        let list = lists.get_mut(&address)?;
-        // The oldest are at the front.
-        let stale = list
-            .iter()
-            .take_while(|c| c.idle_since.elapsed() >= self.max_idle)
-            .count();
-        list.drain(..stale);
-        while let Some(mut conn) = list.pop() {
-            if conn.usable() {
-                return Some(conn);
+        let mut dropped = Vec::new();
+        let found = {
+            let mut lists = self.idle.lock().unwrap_or_else(|p| p.into_inner());
+            let list = lists.get_mut(&address)?;
+            // The oldest are at the front.
+            let stale = list
+                .iter()
+                .take_while(|c| c.idle_since.elapsed() >= self.max_idle)
+                .count();
+            dropped.extend(list.drain(..stale));
+            let mut found = None;
+            while let Some(mut conn) = list.pop() {
+                if conn.usable() {
+                    found = Some(conn);
+                    break;
+                }
+                dropped.push(conn);
             }
-        }
-        None
+            found
+        };
+        // Closing happens outside the lock.
+        drop(dropped);
+        found
     }
 
     /// The number of idle connections kept for `address`.
@@ -217,10 +271,12 @@ pub struct DrivenBody<T: Io> {
 }
 
 impl<T: Io> DrivenBody<T> {
-    /// The body is complete: the connection can take another request.
+    /// The body is complete: the connection goes back if it can take another request now. One
+    /// that cannot (an early answer while the request body is still being sent, a close) is
+    /// dropped: nobody would run it while it sat idle.
     fn finish(&mut self) {
-        if let (Some(conn), Some(give_back)) = (self.conn.take(), self.give_back.take()) {
-            if !conn.ended {
+        if let (Some(mut conn), Some(give_back)) = (self.conn.take(), self.give_back.take()) {
+            if conn.usable() {
                 give_back(conn);
             }
         }

@@ -208,6 +208,11 @@ mod tests {
                 .await
                 .expect("the service closes its connection")
                 .unwrap();
+            if round == 3 {
+                // The sweep closes it without waiting for a request to that address.
+                pool.idle.sweep();
+                assert_eq!(pool.idle_count(address), 0, "a closed connection is swept");
+            }
         }
         assert_eq!(accepted.load(Ordering::SeqCst), 3);
     }
