@@ -20,8 +20,6 @@ use crate::transport::{write_message, PeerPool};
 
 /// A QUIC stream to a serving agent, as HTTP/1.1 runs on it.
 pub type PeerIo = TokioIo<Join<RecvStream, SendStream>>;
-/// A keep-alive HTTP/1.1 connection on one QUIC stream, run by the request that uses it.
-pub type PeerConn = DrivenConn<PeerIo>;
 
 /// Idle connections kept per endpoint at most.
 const MAX_IDLE_PER_ENDPOINT: usize = 64;
