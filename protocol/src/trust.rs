@@ -220,6 +220,10 @@ pub struct TrustState {
     pub policy: AccessPolicy,
     /// Quarantined nodes: the committed deny list.
     pub quarantined: BTreeMap<NodeId, QuarantineRecord>,
+    /// The log index of each node's last release (at most [`MAX_QUARANTINED`], the oldest
+    /// forgotten). An agent that samples the state may never see a short quarantine at all;
+    /// this still tells it that an episode ended, so it drops the evidence of it.
+    pub released: BTreeMap<NodeId, u64>,
     /// How many CA rotations were committed.
     pub rotations: u32,
 }
@@ -349,7 +353,20 @@ impl TrustState {
                 );
             }
             DecisionKind::Release { node } => {
-                self.quarantined.remove(node);
+                if self.quarantined.remove(node).is_some() {
+                    self.released.insert(node.clone(), index);
+                }
+                while self.released.len() > MAX_QUARANTINED {
+                    let oldest = self
+                        .released
+                        .iter()
+                        .min_by_key(|(_, index)| **index)
+                        .map(|(node, _)| node.clone());
+                    match oldest {
+                        Some(node) => self.released.remove(&node),
+                        None => break,
+                    };
+                }
             }
             _ => {}
         }

@@ -133,7 +133,9 @@ impl<'a> Story<'a> {
                 self.event(fault, format!("quarantine committed: {reason}"));
             }
             if Instant::now() >= next_status {
-                next_status += STATUS_EVERY;
+                while next_status <= Instant::now() {
+                    next_status += STATUS_EVERY;
+                }
                 self.status(Some(fault));
             }
         }
@@ -165,7 +167,9 @@ impl<'a> Story<'a> {
                 break true;
             }
             if Instant::now() >= next_status {
-                next_status += STATUS_EVERY;
+                while next_status <= Instant::now() {
+                    next_status += STATUS_EVERY;
+                }
                 self.status(Some(fault));
             }
             if repaired.elapsed() >= RECOVER_LIMIT {
@@ -185,11 +189,36 @@ impl<'a> Story<'a> {
         for line in &self.timeline {
             println!("        {line}");
         }
-        match recovered {
-            true => Ok(()),
-            false => Err(format!(
-                "{node} did not get traffic back within {RECOVER_LIMIT:?}"
-            )),
+        if recovered {
+            return Ok(());
+        }
+        self.diagnose(&node, first_index).await;
+        Err(format!(
+            "{node} did not get traffic back within {RECOVER_LIMIT:?}"
+        ))
+    }
+
+    /// What the agents hold about `node` when it did not come back: each caller's endpoint
+    /// entry and the decisions committed since the failure, so the reason can be read.
+    async fn diagnose(&self, node: &NodeId, after: u64) {
+        println!("      why {node} got no traffic back, as the agents see it:");
+        for caller in self.callers {
+            let entry = endpoint_of(caller, node)
+                .await
+                .map(|e| e.to_string())
+                .unwrap_or_else(|| "no endpoint".into());
+            println!("        {} routes: {entry}", caller.node_id);
+        }
+        if let Some(leader) = self.leader() {
+            for record in self.voters[leader].consensus.decisions(64) {
+                if record.index > after {
+                    let reason = record.decision.map(|d| d.reason).unwrap_or_default();
+                    println!(
+                        "        decision {} {}: {reason}",
+                        record.index, record.kind
+                    );
+                }
+            }
         }
     }
 
@@ -277,16 +306,21 @@ impl<'a> Story<'a> {
 
 /// Whether `caller` has `node`'s endpoint out of rotation (ejected or probing).
 async fn ejects(caller: &RunningAgent, node: &NodeId) -> bool {
+    endpoint_of(caller, node)
+        .await
+        .is_some_and(|e| e["state"] != "healthy")
+}
+
+/// `node`'s endpoint as `caller`'s `/v1/routes` shows it.
+async fn endpoint_of(caller: &RunningAgent, node: &NodeId) -> Option<serde_json::Value> {
     let Ok((200, body)) = crate::ctl::get(caller.admin_addr, "/v1/routes").await else {
-        return false;
+        return None;
     };
-    let Ok(routes) = serde_json::from_str::<serde_json::Value>(&body) else {
-        return false;
-    };
+    let mut routes = serde_json::from_str::<serde_json::Value>(&body).ok()?;
     routes["upstreams"]
-        .as_array()
-        .into_iter()
-        .flatten()
-        .flat_map(|u| u["endpoints"].as_array().into_iter().flatten())
-        .any(|e| e["node_id"] == node.as_str() && e["state"] != "healthy")
+        .as_array_mut()?
+        .iter_mut()
+        .flat_map(|u| u["endpoints"].as_array_mut().into_iter().flatten())
+        .find(|e| e["node_id"] == node.as_str())
+        .map(std::mem::take)
 }

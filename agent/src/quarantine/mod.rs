@@ -33,6 +33,7 @@ pub mod effects;
 pub mod report;
 pub mod verdict;
 
+use std::collections::BTreeMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -40,6 +41,26 @@ use plexus_protocol::{NodeId, PeerReport};
 
 pub use book::ObservationBook;
 pub use verdict::{release_decision, QuarantineVerdict, Suspicion};
+
+/// The releases an agent has acted on, from the committed `trust.released` (node → log index
+/// of its last release). An agent samples the committed state, so a quarantine released soon
+/// after (an operator undoing a verdict at once) can pass between two samples unseen; the
+/// release record still says that an episode ended and its evidence is spent.
+#[derive(Debug, Default)]
+pub struct SeenReleases(BTreeMap<NodeId, u64>);
+
+impl SeenReleases {
+    /// The nodes released since the last call (on the first call, every one on record).
+    pub fn news(&mut self, released: &BTreeMap<NodeId, u64>) -> Vec<NodeId> {
+        let news = released
+            .iter()
+            .filter(|(node, index)| self.0.get(*node) != Some(*index))
+            .map(|(node, _)| node.clone())
+            .collect();
+        self.0.clone_from(released);
+        news
+    }
+}
 
 /// Something a peer did that quarantine may care about.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -210,4 +231,23 @@ pub fn start(
 /// A certificate serial as decisions name it: lowercase hex of its big-endian bytes.
 pub fn serial_hex(bytes: &[u8]) -> String {
     bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_release_is_news_once_and_again_when_it_recurs() {
+        let n = |s: &str| NodeId::new(s).unwrap();
+        let mut seen = SeenReleases::default();
+        let mut released = BTreeMap::from([(n("a"), 7)]);
+        assert_eq!(seen.news(&released), [n("a")]);
+        assert!(seen.news(&released).is_empty());
+        released.insert(n("b"), 9);
+        assert_eq!(seen.news(&released), [n("b")]);
+        // `a` quarantined and released again: a later index is news again.
+        released.insert(n("a"), 12);
+        assert_eq!(seen.news(&released), [n("a")]);
+    }
 }

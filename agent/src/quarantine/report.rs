@@ -2,8 +2,8 @@
 //! publishes them in gossip (sealed, under `plexus:observations`) when they changed
 //! meaningfully: a report appeared or went, an anomaly restarted, or a value moved by more
 //! than a fifth. It also keeps the book in step with the mesh: a peer that restarted starts
-//! clean, and a quarantined peer is forgotten (its evidence has been used; what counts after
-//! its release is new).
+//! clean, and a quarantined or newly released peer is forgotten (its evidence has been used;
+//! what counts after its release is new), even when its quarantine was too short to be seen.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use plexus_protocol::{CommittedState, NodeId, PeerObservations, PeerReport};
 use tokio::sync::watch;
 
-use super::PeerObserver;
+use super::{PeerObserver, SeenReleases};
 use crate::agent::stopping;
 use crate::gossip::publish::ObservationsPublisher;
 use crate::gossip::MeshView;
@@ -40,12 +40,13 @@ impl Reporter {
         ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let gauge = self.telemetry.gauge(names::QUARANTINE_REPORTS, &[]);
         let mut published: Option<Vec<PeerReport>> = None;
+        let mut releases = SeenReleases::default();
         loop {
             tokio::select! {
                 _ = ticks.tick() => {}
                 _ = stopping(&mut shutdown) => return,
             }
-            let reports = self.reports_now();
+            let reports = self.reports_now(&mut releases);
             gauge.set(reports.len() as f64);
             let due = match &published {
                 None => !reports.is_empty(),
@@ -61,7 +62,7 @@ impl Reporter {
         }
     }
 
-    fn reports_now(&self) -> Vec<PeerReport> {
+    fn reports_now(&self, releases: &mut SeenReleases) -> Vec<PeerReport> {
         let view = self.view.borrow().clone();
         let committed = self.committed.borrow().clone();
         let mut book = self.observer.book();
@@ -70,7 +71,9 @@ impl Reporter {
                 book.follow_generation(&node, member.generation);
             }
         }
-        for node in committed.trust.quarantined.keys() {
+        // A quarantined or released node's evidence has been used: what counts is new.
+        let released = releases.news(&committed.trust.released);
+        for node in committed.trust.quarantined.keys().chain(&released) {
             book.forget(node);
         }
         if !self.enabled {

@@ -30,7 +30,7 @@ use plexus_protocol::trust::MAX_OBSERVERS;
 use plexus_protocol::{CommittedState, Decision, DecisionKind, Evidence, NodeId, PeerReport};
 use serde::Serialize;
 
-use super::{serial_hex, QuarantineSettings};
+use super::{serial_hex, QuarantineSettings, SeenReleases};
 use crate::decide::{Proposer, RESEND_AFTER};
 use crate::gossip::view::{Member, MemberState, MeshView};
 
@@ -88,6 +88,7 @@ pub struct QuarantineVerdict {
     strikes: BTreeMap<NodeId, (u32, Option<Instant>)>,
     awaiting: BTreeMap<NodeId, Proposed>,
     suspicions: Vec<Suspicion>,
+    releases: SeenReleases,
 }
 
 fn severity(report: &PeerReport) -> f64 {
@@ -103,6 +104,7 @@ impl QuarantineVerdict {
             strikes: BTreeMap::new(),
             awaiting: BTreeMap::new(),
             suspicions: Vec::new(),
+            releases: SeenReleases::default(),
         }
     }
 
@@ -184,12 +186,20 @@ impl QuarantineVerdict {
                 }
             }
         }
-        let released: Vec<NodeId> = self
+        let mut released: BTreeSet<NodeId> = self
             .quarantined
             .keys()
             .filter(|n| !quarantined.contains_key(*n))
             .cloned()
             .collect();
+        // A quarantine released between two ticks was never seen here, but its episode is
+        // over all the same: the observers' reports about it are spent.
+        released.extend(
+            self.releases
+                .news(&committed.trust.released)
+                .into_iter()
+                .filter(|n| !quarantined.contains_key(n)),
+        );
         for node in released {
             self.quarantined.remove(&node);
             if let Some(strikes) = self.strikes.get_mut(&node) {

@@ -200,6 +200,34 @@ fn quarantine_denies_node_and_serial_until_release() {
     assert_eq!(state.trust.quarantined[&bad].since_ms, 1_000);
     state.apply(3, 1, &decision(DecisionKind::Release { node: bad.clone() }));
     assert!(!state.trust.denies(&bad, "abcd"));
+    // The release stays on record, so an agent that never saw the quarantine learns of it.
+    assert_eq!(state.trust.released[&bad], 3);
+    // Releasing a node that is not quarantined records nothing.
+    state.apply(4, 1, &decision(DecisionKind::Release { node: node("x") }));
+    assert!(!state.trust.released.contains_key(&node("x")));
+}
+
+#[test]
+fn the_release_record_is_bounded_and_forgets_the_oldest() {
+    let mut state = CommittedState::default();
+    let mut index = 2;
+    for i in 0..=MAX_QUARANTINED {
+        let n = node(&format!("n{i}"));
+        let quarantine = DecisionKind::Quarantine {
+            node: n.clone(),
+            serials: vec![],
+            observers: vec![node("a"), node("b")],
+        };
+        state.apply(index, 1, &decision(quarantine));
+        state.apply(index + 1, 1, &decision(DecisionKind::Release { node: n }));
+        index += 2;
+    }
+    assert_eq!(state.trust.released.len(), MAX_QUARANTINED);
+    assert!(!state.trust.released.contains_key(&node("n0")));
+    assert!(state
+        .trust
+        .released
+        .contains_key(&node(&format!("n{MAX_QUARANTINED}"))));
 }
 
 #[test]

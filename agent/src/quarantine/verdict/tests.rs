@@ -433,6 +433,30 @@ fn release_after_a_clean_probation_and_longer_the_next_time() {
 }
 
 #[test]
+fn a_quarantine_released_before_the_next_tick_still_spends_its_evidence() {
+    let start = Instant::now();
+    let mut log = Log::default();
+    let mut verdict = QuarantineVerdict::new(QuarantineSettings::default());
+    let reporting = mesh(3, 2);
+    let silent = mesh(3, 0);
+    assert_eq!(
+        quarantines(&run(&mut verdict, &reporting, &mut log, start, 1)),
+        ["t"]
+    );
+    // The operator releases it before this leader ticks again: it never sees the quarantine.
+    let release = release_decision(&log.state, &node("t"), node("leader"), 5).unwrap();
+    log.commit(&[release]);
+    assert!(log.state.trust.quarantined.is_empty());
+    // The reports that led to the verdict are spent, though still within the window (and the
+    // proposal is no longer awaited after RESEND_AFTER): no second verdict on them.
+    let after = run(&mut verdict, &silent, &mut log, start + S, 25);
+    assert!(after.is_empty(), "{after:?}");
+    // New reports, after the quiet time, count again.
+    let again = run(&mut verdict, &reporting, &mut log, start + S * 26, 1);
+    assert_eq!(quarantines(&again), ["t"]);
+}
+
+#[test]
 fn a_proposal_is_not_repeated_while_it_commits() {
     let mut verdict = QuarantineVerdict::new(QuarantineSettings::default());
     let state = CommittedState::default();
