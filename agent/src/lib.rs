@@ -27,6 +27,7 @@ pub mod systemd;
 pub mod telemetry;
 pub mod transport;
 pub mod trust;
+pub mod worker;
 
 pub use agent::{start, RunningAgent, StartError};
 pub use config::AgentConfig;

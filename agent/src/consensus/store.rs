@@ -26,6 +26,7 @@ use redb::{Database, ReadableDatabase, TableDefinition};
 use serde::{Deserialize, Serialize};
 
 use super::wire::{conf_from_wire, conf_to_wire, entry_from_wire, entry_to_wire};
+use crate::worker::off_the_worker;
 
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
@@ -426,19 +427,6 @@ impl LogStore {
             }
             Err(e) => Err(err(e.into())),
         }
-    }
-}
-
-/// Runs a disk commit (an fsync). On a multi-threaded runtime the worker first hands its other
-/// tasks to another thread (`block_in_place`), so the wait does not stall requests in flight on
-/// an agent running one worker thread. Elsewhere (tests on a current-thread runtime) it runs as is.
-fn off_the_worker<T>(commit: impl FnOnce() -> T) -> T {
-    use tokio::runtime::{Handle, RuntimeFlavor};
-    match Handle::try_current() {
-        Ok(handle) if handle.runtime_flavor() == RuntimeFlavor::MultiThread => {
-            tokio::task::block_in_place(commit)
-        }
-        _ => commit(),
     }
 }
 

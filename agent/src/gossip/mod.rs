@@ -31,8 +31,9 @@ use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::pki::{LiveCredentials, LiveTrust};
-use crate::telemetry::{names, HostSampler, LoadBook, Telemetry};
+use crate::telemetry::{names, HostSampler, HostUsage, LoadBook, Telemetry};
 use crate::transport::PeerPool;
+use crate::worker::off_the_worker;
 pub use publish::NodeFacts;
 use publish::{build_edges, build_summary, edges_changed, summary_changed, PublishGate};
 use seal::{cert_value, SealVerifier, Sealer, CERT_KEY};
@@ -167,6 +168,7 @@ impl Gossip {
             facts: setup.facts,
             load: setup.load,
             host: HostSampler::new(),
+            host_sampled: None,
             summary_gate: PublishGate::default(),
             edges_gate: PublishGate::default(),
             leaving: leaving.clone(),
@@ -308,6 +310,8 @@ struct Publisher {
     facts: NodeFacts,
     load: LoadBook,
     host: HostSampler,
+    /// The last host sample and when it was taken.
+    host_sampled: Option<(Instant, HostUsage)>,
     summary_gate: PublishGate<NodeSummary>,
     edges_gate: PublishGate<DependencyEdges>,
     leaving: Arc<AtomicBool>,
@@ -330,12 +334,8 @@ impl Publisher {
         self.follow_renewal().await;
         let now = Instant::now();
         let leaving = self.leaving.load(Ordering::Acquire);
-        let summary = build_summary(
-            &self.facts,
-            self.host.sample(),
-            &self.load.hosted(now),
-            leaving,
-        );
+        let host = self.host_usage(now, interval);
+        let summary = build_summary(&self.facts, host, &self.load.hosted(now), leaving);
         // A leave is published at once; everything else at most once per interval.
         let gap = if leaving { Duration::ZERO } else { interval };
         if self.summary_gate.offer(now, gap, &summary, summary_changed) {
@@ -363,6 +363,19 @@ impl Publisher {
                 Err(reason) => {
                     tracing::error!(%reason, "dependency edges over budget; not published")
                 }
+            }
+        }
+    }
+
+    /// The host's and the agent's usage, sampled at most once per `interval`: reading `/proc`
+    /// takes a few hundred microseconds, so it is done off the worker.
+    fn host_usage(&mut self, now: Instant, interval: Duration) -> HostUsage {
+        match self.host_sampled {
+            Some((at, usage)) if now.saturating_duration_since(at) < interval => usage,
+            _ => {
+                let usage = off_the_worker(|| self.host.sample());
+                self.host_sampled = Some((now, usage));
+                usage
             }
         }
     }
@@ -470,7 +483,14 @@ impl Observer {
                 })
                 .collect::<Vec<_>>()
         };
-        let nodes: Vec<NodeObservation> = raw.into_iter().filter_map(|n| self.verify(n)).collect();
+        // Checking a new seal costs a signature verification (and a certificate check): when
+        // any is due, the worker's other tasks (requests) move to another thread meanwhile.
+        let due = raw.iter().any(|n| self.has_new_values(n));
+        let nodes: Vec<NodeObservation> = if due {
+            off_the_worker(|| raw.into_iter().filter_map(|n| self.verify(n)).collect())
+        } else {
+            raw.into_iter().filter_map(|n| self.verify(n)).collect()
+        };
         let (view, transitions) = self.membership.observe(Instant::now(), nodes);
         for (node, state) in transitions {
             tracing::info!(peer = %node, state = state.as_label(), "membership change");
@@ -485,6 +505,23 @@ impl Observer {
         self.verifier.retain(&|node| known.contains(node));
         self.rejected.retain(|node, _| known.contains(node));
         let _ = self.view.send(Arc::new(view));
+    }
+
+    /// Whether some sealed value of `node` was not checked before.
+    fn has_new_values(&self, node: &RawNode) -> bool {
+        let node_id = &node.id.node_id;
+        [
+            (SUMMARY_KEY, &node.summary),
+            (EDGES_KEY, &node.edges),
+            (CONSENSUS_KEY, &node.consensus),
+            (OBSERVATIONS_KEY, &node.observations),
+        ]
+        .into_iter()
+        .any(|(key, value)| {
+            value.as_ref().is_some_and(|(value, version)| {
+                !self.verifier.is_cached(node_id, key, *version, value)
+            })
+        })
     }
 
     /// Opens a node's sealed values. A node without a certificate proving its node ID is no

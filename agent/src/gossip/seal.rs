@@ -212,6 +212,18 @@ impl SealVerifier {
         Ok(der)
     }
 
+    /// Whether [`Self::open`] would answer `value` from what it checked before, without
+    /// checking a signature.
+    pub fn is_cached(&self, node_id: &str, key: &str, version: u64, value: &str) -> bool {
+        self.trust.view().version == self.trust_version
+            && self
+                .values
+                .get(&(node_id.to_owned(), key.to_owned()))
+                .is_some_and(|(cached, cached_version, _)| {
+                    *cached_version == version && cached == value
+                })
+    }
+
     /// The payload of `value`, published by `node_id` (incarnation `generation`) under `key`
     /// at `version`, if its seal verifies against the certificate the node published.
     pub fn open(
@@ -280,4 +292,53 @@ impl SealVerifier {
 fn subject_public_key(cert: &CertificateDer<'_>) -> Option<Vec<u8>> {
     let (_, parsed) = X509Certificate::from_der(cert.as_ref()).ok()?;
     Some(parsed.public_key().subject_public_key.data.to_vec())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::Duration;
+
+    use plexus_protocol::{NodeId, TrustDomain};
+
+    use super::*;
+    use crate::pki::{self, IssueOptions, NodeCredentials, TrustBundle, Validity};
+
+    #[test]
+    fn a_checked_seal_is_cached_until_its_value_or_version_changes() {
+        let dir = tempfile::tempdir().unwrap();
+        let options = IssueOptions {
+            validity: Validity::starting_now(Duration::from_secs(3600)),
+            force: false,
+        };
+        let domain = TrustDomain::new("seal.test").unwrap();
+        pki::init_ca(&domain, &dir.path().join("ca"), options).unwrap();
+        let node = NodeId::new("node-1").unwrap();
+        let out = dir.path().join("node-1");
+        pki::issue_node(&dir.path().join("ca"), &node, &out, options).unwrap();
+        let credentials =
+            NodeCredentials::load(&out.join("node.pem"), &out.join("node.key")).unwrap();
+        let trust = TrustBundle::load(&out.join("ca.pem")).unwrap().live();
+        let sealer = Sealer::new(&credentials.key).unwrap();
+        let cert = cert_value(&credentials.chain[0]);
+
+        let mut verifier = SealVerifier::new(trust);
+        let value = sealer
+            .seal("node-1", 7, "summary", 3, b"load".to_vec())
+            .unwrap();
+        assert!(!verifier.is_cached("node-1", "summary", 3, &value));
+        let opened = verifier.open("node-1", 7, Some(&cert), "summary", 3, &value);
+        assert_eq!(opened.unwrap(), b"load");
+        assert!(verifier.is_cached("node-1", "summary", 3, &value));
+        // A new version, or another value, needs its signature checked.
+        assert!(!verifier.is_cached("node-1", "summary", 4, &value));
+        let newer = sealer
+            .seal("node-1", 7, "summary", 4, b"more".to_vec())
+            .unwrap();
+        assert!(!verifier.is_cached("node-1", "summary", 4, &newer));
+        // A seal for another version does not open as this one (and is cached as refused).
+        assert!(verifier
+            .open("node-1", 7, Some(&cert), "summary", 5, &newer)
+            .is_err());
+        assert!(verifier.is_cached("node-1", "summary", 5, &newer));
+    }
 }

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use quinn::crypto::rustls::{QuicClientConfig, QuicServerConfig};
-use quinn::{IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
+use quinn::{AckFrequencyConfig, IdleTimeout, MtuDiscoveryConfig, TransportConfig, VarInt};
 
 use super::TransportError;
 use crate::config::TransportSettings;
@@ -19,6 +19,14 @@ const MAX_CONCURRENT_STREAMS: u32 = 4096;
 /// centre links, loopback); fewer, larger packets cost less CPU per byte. quinn's default stops
 /// at 1452. Black-hole detection falls back when a path drops large packets.
 const MTU_DISCOVERY_UPPER_BOUND: u16 = 9000;
+
+/// Ack-eliciting packets a peer may receive from us before it must acknowledge at once (QUIC's
+/// ACK frequency extension; RFC 9000's default is 1, an ACK for every other packet). Proxied
+/// requests and responses carry their ACKs on the next packet the other way; with the default,
+/// two requests arriving before the first answer cost an ACK-only packet (a send here and a
+/// receive and wake-up on the peer). `ACK_FREQUENCY_ENV` overrides it for measurements.
+const ACK_ELICITING_THRESHOLD: u32 = 8;
+const ACK_FREQUENCY_ENV: &str = "PLEXUS_ACK_ELICITING_THRESHOLD";
 
 fn tls_err(e: impl std::fmt::Display) -> TransportError {
     TransportError::Tls(e.to_string())
@@ -40,6 +48,15 @@ fn transport_config(settings: &TransportSettings) -> Result<Arc<TransportConfig>
         .stream_receive_window(VarInt::from_u32(2 << 20))
         .receive_window(VarInt::from_u32(8 << 20))
         .send_window(8 << 20);
+    let threshold = std::env::var(ACK_FREQUENCY_ENV)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(ACK_ELICITING_THRESHOLD);
+    if threshold > 0 {
+        let mut acks = AckFrequencyConfig::default();
+        acks.ack_eliciting_threshold(VarInt::from_u32(threshold));
+        config.ack_frequency_config(Some(acks));
+    }
     Ok(Arc::new(config))
 }
 
