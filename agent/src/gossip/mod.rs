@@ -10,6 +10,7 @@
 //! - [`view`]: the pure membership state machine and the [`MeshView`] that discovery, the admin
 //!   API and the dependency map read.
 
+mod checks;
 mod codec;
 pub mod publish;
 pub mod seal;
@@ -24,16 +25,14 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use chitchat::{spawn_chitchat, ChitchatConfig, ChitchatHandle, ChitchatId, FailureDetectorConfig};
 use plexus_protocol::frame::FrameMessage;
-use plexus_protocol::{
-    ConsensusSummary, DependencyEdges, GossipLeave, NodeId, NodeSummary, PeerObservations,
-};
+use plexus_protocol::{ConsensusSummary, DependencyEdges, GossipLeave, NodeId, NodeSummary};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinSet;
 
 use crate::pki::{LiveCredentials, LiveTrust};
 use crate::telemetry::{names, HostSampler, HostUsage, LoadBook, Telemetry};
 use crate::transport::PeerPool;
-use crate::worker::off_the_worker;
+use checks::{RawNode, SealChecks};
 pub use publish::NodeFacts;
 use publish::{build_edges, build_summary, edges_changed, summary_changed, PublishGate};
 use seal::{cert_value, SealVerifier, Sealer, CERT_KEY};
@@ -167,7 +166,7 @@ impl Gossip {
             credentials: setup.credentials.clone(),
             facts: setup.facts,
             load: setup.load,
-            host: HostSampler::new(),
+            host: Arc::new(std::sync::Mutex::new(HostSampler::new())),
             host_sampled: None,
             summary_gate: PublishGate::default(),
             edges_gate: PublishGate::default(),
@@ -181,8 +180,10 @@ impl Gossip {
         let observer = Observer {
             chitchat: handle.chitchat(),
             membership: Membership::new(setup.node_id.as_str(), settings.interval * 4),
-            verifier: SealVerifier::new(setup.trust),
-            rejected: std::collections::HashMap::new(),
+            checks: Arc::new(std::sync::Mutex::new(SealChecks::new(
+                SealVerifier::new(setup.trust),
+                setup.telemetry.clone(),
+            ))),
             telemetry: setup.telemetry,
             view: view_tx,
         };
@@ -309,7 +310,8 @@ struct Publisher {
     published_serial: String,
     facts: NodeFacts,
     load: LoadBook,
-    host: HostSampler,
+    /// Shared with the blocking thread that samples it.
+    host: Arc<std::sync::Mutex<HostSampler>>,
     /// The last host sample and when it was taken.
     host_sampled: Option<(Instant, HostUsage)>,
     summary_gate: PublishGate<NodeSummary>,
@@ -334,7 +336,7 @@ impl Publisher {
         self.follow_renewal().await;
         let now = Instant::now();
         let leaving = self.leaving.load(Ordering::Acquire);
-        let host = self.host_usage(now, interval);
+        let host = self.host_usage(now, interval).await;
         let summary = build_summary(&self.facts, host, &self.load.hosted(now), leaving);
         // A leave is published at once; everything else at most once per interval.
         let gap = if leaving { Duration::ZERO } else { interval };
@@ -368,12 +370,17 @@ impl Publisher {
     }
 
     /// The host's and the agent's usage, sampled at most once per `interval`: reading `/proc`
-    /// takes a few hundred microseconds, so it is done off the worker.
-    fn host_usage(&mut self, now: Instant, interval: Duration) -> HostUsage {
+    /// takes a few hundred microseconds, so a blocking thread does it and the worker serves on.
+    async fn host_usage(&mut self, now: Instant, interval: Duration) -> HostUsage {
         match self.host_sampled {
             Some((at, usage)) if now.saturating_duration_since(at) < interval => usage,
             _ => {
-                let usage = off_the_worker(|| self.host.sample());
+                let host = self.host.clone();
+                let usage = tokio::task::spawn_blocking(move || {
+                    host.lock().unwrap_or_else(|p| p.into_inner()).sample()
+                })
+                .await
+                .unwrap_or_default();
                 self.host_sampled = Some((now, usage));
                 usage
             }
@@ -420,24 +427,11 @@ impl Publisher {
     }
 }
 
-/// A node's raw state, copied out of chitchat under its lock.
-struct RawNode {
-    id: ChitchatId,
-    heartbeat: u64,
-    live: bool,
-    cert: Option<String>,
-    summary: Option<(String, u64)>,
-    edges: Option<(String, u64)>,
-    consensus: Option<(String, u64)>,
-    observations: Option<(String, u64)>,
-}
-
 struct Observer {
     chitchat: Arc<tokio::sync::Mutex<chitchat::Chitchat>>,
     membership: Membership,
-    verifier: SealVerifier,
-    /// Node ID to the (max) version whose refusal was last counted.
-    rejected: std::collections::HashMap<String, u64>,
+    /// Shared with the blocking thread that checks new seals.
+    checks: Arc<std::sync::Mutex<SealChecks>>,
     telemetry: Telemetry,
     view: watch::Sender<Arc<MeshView>>,
 }
@@ -483,13 +477,16 @@ impl Observer {
                 })
                 .collect::<Vec<_>>()
         };
-        // Checking a new seal costs a signature verification (and a certificate check): when
-        // any is due, the worker's other tasks (requests) move to another thread meanwhile.
-        let due = raw.iter().any(|n| self.has_new_values(n));
+        // Checking a new seal costs a signature verification and a certificate check (a few
+        // hundred µs): when any is due, a blocking thread does it and the worker serves on.
+        let due = lock(&self.checks).has_new_values(&raw);
         let nodes: Vec<NodeObservation> = if due {
-            off_the_worker(|| raw.into_iter().filter_map(|n| self.verify(n)).collect())
+            let checks = self.checks.clone();
+            tokio::task::spawn_blocking(move || lock(&checks).verify_all(raw))
+                .await
+                .unwrap_or_default()
         } else {
-            raw.into_iter().filter_map(|n| self.verify(n)).collect()
+            lock(&self.checks).verify_all(raw)
         };
         let (view, transitions) = self.membership.observe(Instant::now(), nodes);
         for (node, state) in transitions {
@@ -502,137 +499,13 @@ impl Observer {
             .gauge(names::GOSSIP_LIVE_PEERS, &[])
             .set(view.live_peers() as f64);
         let known: HashSet<String> = view.members.iter().map(|m| m.node_id.clone()).collect();
-        self.verifier.retain(&|node| known.contains(node));
-        self.rejected.retain(|node, _| known.contains(node));
+        lock(&self.checks).retain(&known);
         let _ = self.view.send(Arc::new(view));
     }
+}
 
-    /// Whether some sealed value of `node` was not checked before.
-    fn has_new_values(&self, node: &RawNode) -> bool {
-        let node_id = &node.id.node_id;
-        [
-            (SUMMARY_KEY, &node.summary),
-            (EDGES_KEY, &node.edges),
-            (CONSENSUS_KEY, &node.consensus),
-            (OBSERVATIONS_KEY, &node.observations),
-        ]
-        .into_iter()
-        .any(|(key, value)| {
-            value.as_ref().is_some_and(|(value, version)| {
-                !self.verifier.is_cached(node_id, key, *version, value)
-            })
-        })
-    }
-
-    /// Opens a node's sealed values. A node without a certificate proving its node ID is no
-    /// member at all; a node whose values do not verify keeps no summary (and so hosts nothing
-    /// anyone routes to). Each refusal is counted once per version.
-    fn verify(&mut self, node: RawNode) -> Option<NodeObservation> {
-        let node_id = node.id.node_id.to_string();
-        let generation = node.id.generation_id;
-        if let Err(error) = self.verifier.certificate(&node_id, node.cert.as_deref()) {
-            // Before its first delta arrives a node has no state at all: that is no refusal.
-            if node.cert.is_some() && self.rejected.get(&node_id) != Some(&0) {
-                self.rejected.insert(node_id.clone(), 0);
-                tracing::warn!(node = %node_id, %error, "gossiped node has no valid certificate; ignored");
-                self.telemetry
-                    .counter(names::GOSSIP_REJECTED, &[("reason", error.label())])
-                    .increment(1);
-            }
-            return None;
-        }
-        let mut open = |key: &str, value: &Option<(String, u64)>| {
-            let (value, version) = value.as_ref()?;
-            let result = self.verifier.open(
-                &node_id,
-                generation,
-                node.cert.as_deref(),
-                key,
-                *version,
-                value,
-            );
-            Some((result, *version))
-        };
-        let summary = open(SUMMARY_KEY, &node.summary);
-        let edges = open(EDGES_KEY, &node.edges);
-        let consensus = open(CONSENSUS_KEY, &node.consensus);
-        let observations = open(OBSERVATIONS_KEY, &node.observations);
-        let mut refusal = None;
-        let summary = match summary {
-            Some((Ok(payload), version)) => match NodeSummary::decode(&payload) {
-                Ok(summary) => Some(summary),
-                Err(_) => {
-                    refusal = Some(("malformed_summary", version));
-                    None
-                }
-            },
-            Some((Err(error), version)) => {
-                refusal = Some((error.label(), version));
-                None
-            }
-            None => None,
-        };
-        let edges = match edges {
-            Some((Ok(payload), version)) => match DependencyEdges::decode(&payload) {
-                Ok(edges) => edges.edges,
-                Err(_) => {
-                    refusal = refusal.or(Some(("malformed_edges", version)));
-                    Vec::new()
-                }
-            },
-            Some((Err(error), version)) => {
-                refusal = refusal.or(Some((error.label(), version)));
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        let consensus = match consensus {
-            Some((Ok(payload), version)) => match ConsensusSummary::decode(&payload) {
-                Ok(summary) => Some(summary),
-                Err(_) => {
-                    refusal = refusal.or(Some(("malformed_consensus", version)));
-                    None
-                }
-            },
-            Some((Err(error), version)) => {
-                refusal = refusal.or(Some((error.label(), version)));
-                None
-            }
-            None => None,
-        };
-        let observations = match observations {
-            Some((Ok(payload), version)) => match PeerObservations::decode(&payload) {
-                Ok(observations) => observations.reports,
-                Err(_) => {
-                    refusal = refusal.or(Some(("malformed_observations", version)));
-                    Vec::new()
-                }
-            },
-            Some((Err(error), version)) => {
-                refusal = refusal.or(Some((error.label(), version)));
-                Vec::new()
-            }
-            None => Vec::new(),
-        };
-        if let Some((reason, version)) = refusal {
-            if self.rejected.get(&node_id) != Some(&version) {
-                self.rejected.insert(node_id.clone(), version);
-                tracing::warn!(node = %node_id, reason, "gossiped state failed verification; ignored");
-                self.telemetry
-                    .counter(names::GOSSIP_REJECTED, &[("reason", reason)])
-                    .increment(1);
-            }
-        }
-        Some(NodeObservation {
-            node_id,
-            generation,
-            address: node.id.gossip_advertise_addr,
-            heartbeat: node.heartbeat,
-            live: node.live,
-            summary,
-            edges,
-            consensus,
-            observations,
-        })
-    }
+fn lock(checks: &std::sync::Mutex<SealChecks>) -> std::sync::MutexGuard<'_, SealChecks> {
+    checks
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
