@@ -2,7 +2,6 @@
 //! one, opens a span per proxied request under it, and passes its own span on, so the serving
 //! agent's span and the service's own spans join the same trace.
 
-use std::fmt::Write as _;
 use std::time::SystemTime;
 
 use hyper::header::{HeaderMap, HeaderValue};
@@ -49,13 +48,14 @@ impl TraceContext {
 
     /// `traceparent` naming this span as the parent of the next hop.
     pub fn header(&self) -> HeaderValue {
-        let value = format!(
-            "00-{}-{}-{}",
-            hex(&self.trace_id),
-            hex(&self.span_id),
-            if self.sampled { "01" } else { "00" }
-        );
-        HeaderValue::from_str(&value).expect("hex is a valid header value")
+        // `00-<trace id>-<span id>-<flags>`, written in place: this runs on every request.
+        let mut value = [0u8; 55];
+        value[..3].copy_from_slice(b"00-");
+        write_hex(&mut value[3..35], &self.trace_id);
+        value[35] = b'-';
+        write_hex(&mut value[36..52], &self.span_id);
+        value[52..].copy_from_slice(if self.sampled { b"-01" } else { b"-00" });
+        HeaderValue::from_bytes(&value).expect("hex is a valid header value")
     }
 
     pub fn trace_id_hex(&self) -> String {
@@ -132,12 +132,18 @@ fn nonzero<const N: usize>(mut draw: impl FnMut() -> [u8; N]) -> [u8; N] {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .fold(String::with_capacity(bytes.len() * 2), |mut s, b| {
-            let _ = write!(s, "{b:02x}");
-            s
-        })
+    let mut out = vec![0; bytes.len() * 2];
+    write_hex(&mut out, bytes);
+    String::from_utf8(out).expect("hex digits are ASCII")
+}
+
+/// Writes `bytes` as lowercase hex into `out` (twice as long).
+fn write_hex(out: &mut [u8], bytes: &[u8]) {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    for (pair, byte) in out.chunks_exact_mut(2).zip(bytes) {
+        pair[0] = DIGITS[usize::from(byte >> 4)];
+        pair[1] = DIGITS[usize::from(byte & 0xf)];
+    }
 }
 
 fn unhex<const N: usize>(s: &str) -> Option<[u8; N]> {
@@ -199,6 +205,14 @@ mod tests {
         assert!(next.starts_with("00-4bf92f3577b34da6a3ce929d0e0e4736-"));
         assert!(next.ends_with("-01"));
         assert_eq!(parse(next).unwrap().1, ctx.span_id);
+        assert_eq!(
+            next,
+            format!("00-{}-{}-01", ctx.trace_id_hex(), ctx.span_id_hex())
+        );
+        // Not sampled upstream: the flag is passed on.
+        let unsampled = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-00";
+        let ctx = TraceContext::continue_from(&headers(unsampled));
+        assert!(ctx.header().to_str().unwrap().ends_with("-00"));
     }
 
     #[test]
