@@ -13,7 +13,7 @@ use crate::RunningAgent;
 
 /// How long the mesh gets to form and route, to react to the failure, and to recover.
 const FORM_LIMIT: Duration = Duration::from_secs(30);
-const REACT_LIMIT: Duration = Duration::from_secs(40);
+const REACT_LIMIT: Duration = Duration::from_secs(60);
 const RECOVER_LIMIT: Duration = Duration::from_secs(30);
 const POLL: Duration = Duration::from_millis(250);
 const STATUS_EVERY: Duration = Duration::from_secs(2);
@@ -161,10 +161,29 @@ impl<'a> Story<'a> {
         }
         let hits = backend.hits();
         let mut next_status = repaired + STATUS_EVERY;
+        let mut deadline = repaired + RECOVER_LIMIT;
+        let mut released_at = quarantined.then(Instant::now);
         let recovered = loop {
             tokio::time::sleep(POLL).await;
-            if backend.hits() > hits + 10 && self.quarantine_of(&node).is_none() {
+            let quarantine = self.quarantine_of(&node);
+            if backend.hits() > hits + 10 && quarantine.is_none() {
                 break true;
+            }
+            // A verdict committed after the story moved on (a slow machine): the operator
+            // releases it too, and the node gets its full time to come back from then.
+            if let Some(reason) = quarantine {
+                if released_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                    self.event(fault, format!("quarantine committed: {reason}"));
+                    self.event(
+                        fault,
+                        format!(
+                            "the operator releases {node} (plexus ctl quarantine release {node})"
+                        ),
+                    );
+                    self.release(dir, &node, leader).await;
+                    released_at = Some(Instant::now());
+                    deadline = Instant::now() + RECOVER_LIMIT;
+                }
             }
             if Instant::now() >= next_status {
                 while next_status <= Instant::now() {
@@ -172,7 +191,7 @@ impl<'a> Story<'a> {
                 }
                 self.status(Some(fault));
             }
-            if repaired.elapsed() >= RECOVER_LIMIT {
+            if Instant::now() >= deadline {
                 break false;
             }
         };
