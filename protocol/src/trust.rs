@@ -28,6 +28,9 @@ pub const MAX_TOKEN_ID: usize = 32;
 pub const MAX_POLICY_RULES: usize = 64;
 /// Most nodes quarantined at once.
 pub const MAX_QUARANTINED: usize = 64;
+/// Most releases the committed state remembers (the newest): enough for agents that sample
+/// it to notice a release, small enough for the gossiped consensus summary.
+pub const MAX_RELEASES: usize = 16;
 /// Most observers one quarantine names.
 pub const MAX_OBSERVERS: usize = 32;
 
@@ -220,7 +223,7 @@ pub struct TrustState {
     pub policy: AccessPolicy,
     /// Quarantined nodes: the committed deny list.
     pub quarantined: BTreeMap<NodeId, QuarantineRecord>,
-    /// The log index of each node's last release (at most [`MAX_QUARANTINED`], the oldest
+    /// The log index of each node's last release (at most [`MAX_RELEASES`], the oldest
     /// forgotten). An agent that samples the state may never see a short quarantine at all;
     /// this still tells it that an episode ended, so it drops the evidence of it.
     pub released: BTreeMap<NodeId, u64>,
@@ -356,7 +359,7 @@ impl TrustState {
                 if self.quarantined.remove(node).is_some() {
                     self.released.insert(node.clone(), index);
                 }
-                while self.released.len() > MAX_QUARANTINED {
+                while self.released.len() > MAX_RELEASES {
                     let oldest = self
                         .released
                         .iter()

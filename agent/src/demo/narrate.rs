@@ -163,6 +163,9 @@ impl<'a> Story<'a> {
         let mut next_status = repaired + STATUS_EVERY;
         let mut deadline = repaired + RECOVER_LIMIT;
         let mut released_at = quarantined.then(Instant::now);
+        // At most this many late releases, so a node quarantined again and again cannot keep
+        // the demo going.
+        let mut late_releases = 0;
         let recovered = loop {
             tokio::time::sleep(POLL).await;
             let quarantine = self.quarantine_of(&node);
@@ -172,7 +175,10 @@ impl<'a> Story<'a> {
             // A verdict committed after the story moved on (a slow machine): the operator
             // releases it too, and the node gets its full time to come back from then.
             if let Some(reason) = quarantine {
-                if released_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5)) {
+                if late_releases < 2
+                    && released_at.is_none_or(|at| at.elapsed() >= Duration::from_secs(5))
+                {
+                    late_releases += 1;
                     self.event(fault, format!("quarantine committed: {reason}"));
                     self.event(
                         fault,

@@ -380,7 +380,11 @@ impl Publisher {
                     host.lock().unwrap_or_else(|p| p.into_inner()).sample()
                 })
                 .await
-                .unwrap_or_default();
+                .unwrap_or_else(|_| {
+                    self.host_sampled
+                        .map(|(_, usage)| usage)
+                        .unwrap_or_default()
+                });
                 self.host_sampled = Some((now, usage));
                 usage
             }
@@ -482,9 +486,13 @@ impl Observer {
         let due = lock(&self.checks).has_new_values(&raw);
         let nodes: Vec<NodeObservation> = if due {
             let checks = self.checks.clone();
-            tokio::task::spawn_blocking(move || lock(&checks).verify_all(raw))
-                .await
-                .unwrap_or_default()
+            match tokio::task::spawn_blocking(move || lock(&checks).verify_all(raw)).await {
+                Ok(nodes) => nodes,
+                // A panic is this task's, as if it had happened inline; a round cancelled at
+                // shutdown publishes nothing (an empty list would drop every member).
+                Err(error) if error.is_panic() => std::panic::resume_unwind(error.into_panic()),
+                Err(_) => return,
+            }
         } else {
             lock(&self.checks).verify_all(raw)
         };

@@ -47,17 +47,21 @@ pub use verdict::{release_decision, QuarantineVerdict, Suspicion};
 /// after (an operator undoing a verdict at once) can pass between two samples unseen; the
 /// release record still says that an episode ended and its evidence is spent.
 #[derive(Debug, Default)]
-pub struct SeenReleases(BTreeMap<NodeId, u64>);
+pub struct SeenReleases(Option<BTreeMap<NodeId, u64>>);
 
 impl SeenReleases {
-    /// The nodes released since the last call (on the first call, every one on record).
+    /// The nodes released since the last call. The first call only takes note of the record:
+    /// releases from before this agent (or this leader) looked are no news.
     pub fn news(&mut self, released: &BTreeMap<NodeId, u64>) -> Vec<NodeId> {
-        let news = released
-            .iter()
-            .filter(|(node, index)| self.0.get(*node) != Some(*index))
-            .map(|(node, _)| node.clone())
-            .collect();
-        self.0.clone_from(released);
+        let news = match &self.0 {
+            None => Vec::new(),
+            Some(seen) => released
+                .iter()
+                .filter(|(node, index)| seen.get(*node) != Some(*index))
+                .map(|(node, _)| node.clone())
+                .collect(),
+        };
+        self.0 = Some(released.clone());
         news
     }
 }
@@ -242,6 +246,9 @@ mod tests {
         let n = |s: &str| NodeId::new(s).unwrap();
         let mut seen = SeenReleases::default();
         let mut released = BTreeMap::from([(n("a"), 7)]);
+        // What is on record at the first look happened before: no news.
+        assert!(seen.news(&released).is_empty());
+        released.insert(n("a"), 8);
         assert_eq!(seen.news(&released), [n("a")]);
         assert!(seen.news(&released).is_empty());
         released.insert(n("b"), 9);

@@ -211,7 +211,7 @@ fn quarantine_denies_node_and_serial_until_release() {
 fn the_release_record_is_bounded_and_forgets_the_oldest() {
     let mut state = CommittedState::default();
     let mut index = 2;
-    for i in 0..=MAX_QUARANTINED {
+    for i in 0..=MAX_RELEASES {
         let n = node(&format!("n{i}"));
         let quarantine = DecisionKind::Quarantine {
             node: n.clone(),
@@ -222,12 +222,12 @@ fn the_release_record_is_bounded_and_forgets_the_oldest() {
         state.apply(index + 1, 1, &decision(DecisionKind::Release { node: n }));
         index += 2;
     }
-    assert_eq!(state.trust.released.len(), MAX_QUARANTINED);
+    assert_eq!(state.trust.released.len(), MAX_RELEASES);
     assert!(!state.trust.released.contains_key(&node("n0")));
     assert!(state
         .trust
         .released
-        .contains_key(&node(&format!("n{MAX_QUARANTINED}"))));
+        .contains_key(&node(&format!("n{MAX_RELEASES}"))));
 }
 
 #[test]
