@@ -98,6 +98,17 @@ impl TrustService {
                 address,
             };
         }
+        // A leader just elected may not have applied what the log holds yet (the mesh CA and
+        // its join tokens among it): a join then is answered "not yet", which the joiner
+        // retries, rather than refused for a token it will know in a moment.
+        if matches!(request, LeaderRequest::Join { .. })
+            && (status.applied < status.commit || !self.setup.consensus.state().trust.has_ca())
+        {
+            return LeaderReply::NotLeader {
+                leader: None,
+                address: None,
+            };
+        }
         let refused = |reason: String| LeaderReply::Refused { reason };
         match (peer, request) {
             (Some(node), LeaderRequest::Renew { csr }) => {
