@@ -2,10 +2,10 @@
 //!
 //! Each agent X binds its QUIC socket at `real[X]` but advertises the relay's `front[X]`, so
 //! every other agent sends to `front[X]`. A datagram arriving at `front[X]` from `real[S]` is on
-//! the ordered link S→X; the relay keeps one *association* per such source: an upstream socket
-//! that carries S's datagrams to `real[X]`, and whose replies from X (link X→S) go back to S from
-//! `front[X]`, so S only ever sees `front[X]`. Datagrams from unknown addresses are dropped and
-//! counted.
+//! the ordered link S→X; the relay keeps one *association* per such source (all bound at start):
+//! an upstream socket that carries S's datagrams to `real[X]`, and whose replies from X (link
+//! X→S) go back to S from `front[X]`, so S only ever sees `front[X]`. Datagrams from unknown
+//! addresses are dropped and counted.
 //!
 //! Every datagram is judged by its link's [`shaper::LinkShaper`] under the link's current
 //! [`LinkFaults`] (read per datagram, so a change applies to the next one). Datagrams to deliver
@@ -74,9 +74,9 @@ struct Tasks {
 }
 
 impl RelayMesh {
-    /// Binds one front socket per node; `agents` = (node name, the agent's real QUIC address).
-    /// `seed` fixes every random choice (each link's generator is seeded from it and the two
-    /// names). Names and real addresses must be distinct; an unspecified real address
+    /// Binds one front socket per node and one association per ordered pair of nodes; `agents`
+    /// = (node name, the agent's real QUIC address). `seed` fixes every random choice (each
+    /// link's generator is seeded from it and the two names). Names and real addresses must be distinct; an unspecified real address
     /// (`0.0.0.0:port`) stands for the loopback one, where the agent's datagrams come from.
     pub async fn start(agents: &[(String, SocketAddr)], seed: u64) -> io::Result<Self> {
         let n = agents.len();
@@ -113,6 +113,15 @@ impl RelayMesh {
                 closed: false,
             }),
         });
+        // Every association is bound now, while the caller still holds the agents' ports: one
+        // bound later, as the first datagram arrives, takes an ephemeral port that may be an
+        // agent's port released a moment before for the agent to bind (a start-up once failed
+        // with `Address already in use` that way).
+        for x in 0..n {
+            for s in (0..n).filter(|&s| s != x) {
+                inner.association(x, s)?;
+            }
+        }
         for x in 0..n {
             inner.spawn(serve_front(inner.clone(), x));
         }
@@ -212,8 +221,8 @@ impl Inner {
         tasks.set.abort_all();
     }
 
-    /// The upstream socket carrying `s`'s datagrams to `x`, made (with its reply task) on
-    /// first use. Associations are never dropped: there is at most one per pair of nodes, and
+    /// The upstream socket carrying `s`'s datagrams to `x`, made (with its reply task) when the
+    /// relay starts (see [`RelayMesh::start`]). Associations are never dropped: there is at most one per pair of nodes, and
     /// keeping its port keeps the source address that `x` sees stable.
     fn association(self: &Arc<Self>, x: usize, s: usize) -> io::Result<Arc<UdpSocket>> {
         let mut upstream = lock(&self.fronts[x].upstream);
