@@ -80,6 +80,10 @@ pub struct ConsensusStatus {
     pub term: u64,
     pub leader: Option<String>,
     pub is_leader: bool,
+    /// A leader that has committed an entry of its own term: only then is its `commit` the
+    /// group's (a leader just elected may not yet know what its predecessor committed).
+    #[serde(skip)]
+    pub leader_caught_up: bool,
     pub commit: u64,
     pub applied: u64,
     pub voters: Vec<String>,

@@ -24,7 +24,9 @@ use super::Outcome;
 pub struct BalanceConfig {
     /// The estimate an endpoint starts with before it has answered.
     pub default_rtt: Duration,
-    /// Time constant of the moving average and of the decay of an idle estimate.
+    /// Time constant of the moving average and of the decay of an idle estimate. It is also
+    /// how long one slow answer counts: a peak is taken at once and fades with this constant,
+    /// so it bounds how long a single stall keeps an otherwise equal endpoint out of rotation.
     pub decay: Duration,
     /// How fast a failure bias fades when nothing new is learned.
     pub bias_half_life: Duration,
@@ -34,7 +36,12 @@ impl Default for BalanceConfig {
     fn default() -> Self {
         Self {
             default_rtt: Duration::from_millis(30),
-            decay: Duration::from_secs(10),
+            // Linkerd and Finagle use 10 s. Here one slow answer (a cold pool, a scheduling
+            // stall on a busy host, a try timed out during a partition) then kept an equal
+            // endpoint at a share near zero for 10–50 s (seen in the chaos harness's
+            // `slow-endpoint`, `node-crash` and `minority-partition`). At 2 s a 100 ms stall
+            // is forgotten in ~6 s, and a 10x slower endpoint is still left within one answer.
+            decay: Duration::from_secs(2),
             bias_half_life: Duration::from_millis(100),
         }
     }
@@ -68,7 +75,7 @@ impl PeakEwma {
     /// An endpoint that joins a set whose other endpoints are already measured starts at
     /// `cost` (their median): starting every newcomer at `default_rtt` starved it at light
     /// load, since P2C kept preferring endpoints measured far below the default for as long as
-    /// the default took to decay (~30 s; found by the chaos harness's `bad-certificates`).
+    /// the default took to decay (~30 s with the 10 s decay then in use; found by the chaos harness's `bad-certificates`).
     pub fn starting_at(cost: Duration, now: Instant) -> Self {
         Self {
             cost_ns: nanos(cost),
@@ -198,6 +205,31 @@ mod tests {
         e.start();
         e.finish(&config, t0, Duration::from_secs(1), Outcome::Success);
         assert!(e.cost(&config, t0 + Duration::from_secs(30)) < Duration::from_millis(60));
+    }
+
+    #[test]
+    fn one_stall_keeps_an_equal_endpoint_out_for_seconds_not_tens_of_seconds() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let (mut stalled, mut steady) = (
+            PeakEwma::starting_at(4 * MS, t0),
+            PeakEwma::starting_at(4 * MS, t0),
+        );
+        stalled.start();
+        stalled.finish(&config, t0, 100 * MS, Outcome::Success);
+        // The other endpoint keeps answering in 4 ms, every 10 ms.
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(7) {
+            now += 10 * MS;
+            steady.start();
+            steady.finish(&config, now, 4 * MS, Outcome::Success);
+        }
+        assert!(
+            stalled.score(&config, now, 1.0) < steady.score(&config, now, 1.0),
+            "the stalled endpoint is still avoided after 7 s: {:?} against {:?}",
+            stalled.cost(&config, now),
+            steady.cost(&config, now),
+        );
     }
 
     #[test]

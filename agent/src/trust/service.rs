@@ -98,11 +98,14 @@ impl TrustService {
                 address,
             };
         }
-        // A leader just elected may not have applied what the log holds yet (the mesh CA and
-        // its join tokens among it): a join then is answered "not yet", which the joiner
-        // retries, rather than refused for a token it will know in a moment.
+        // A leader just elected may not know yet what its predecessor committed, or may not
+        // have applied it (the mesh CA and its join tokens among it): a join then is answered
+        // "not yet", which the joiner retries, rather than refused for a token it will know in
+        // a moment.
         if matches!(request, LeaderRequest::Join { .. })
-            && (status.applied < status.commit || !self.setup.consensus.state().trust.has_ca())
+            && (!status.leader_caught_up
+                || status.applied < status.commit
+                || !self.setup.consensus.state().trust.has_ca())
         {
             return LeaderReply::NotLeader {
                 leader: None,

@@ -232,6 +232,8 @@ impl Driver {
                     term: raw.raft.term,
                     leader: (leader != 0).then(|| name(&leader)).flatten(),
                     is_leader: raw.raft.state == StateRole::Leader,
+                    leader_caught_up: raw.raft.state == StateRole::Leader
+                        && raw.raft.commit_to_current_term(),
                     commit: raw.raft.raft_log.committed,
                     applied: self.state.applied_index,
                     voters: self.conf.voters.iter().filter_map(name).collect(),
