@@ -1,5 +1,6 @@
-//! Streams peers open: proxied traffic or a request to the leader, told apart by the type of
-//! their first frame; and connections without a client certificate, which may only join.
+//! Peer connections: the accept loop, each verified peer's streams (proxied traffic or a
+//! request to the leader, told apart by the type of their first frame; gossip on
+//! unidirectional streams), and connections without a client certificate, which may only join.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -7,9 +8,15 @@ use std::time::Duration;
 use plexus_protocol::{FrameType, NodeId};
 use quinn::{RecvStream, SendStream};
 
+use quinn::Endpoint;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
+
+use super::{stopping, AgentState, InboundPeer};
+use crate::gossip::GossipInbox;
 use crate::proxy::InboundProxy;
-use crate::telemetry::Telemetry;
-use crate::transport::read_header;
+use crate::telemetry::{names, OpenGuard, Telemetry};
+use crate::transport::{read_header, PeerConnection};
 use crate::trust::TrustService;
 
 /// How long a peer may take to send a stream's first frame header.
@@ -80,4 +87,152 @@ pub(super) async fn serve_joiner(
         }
     }
     connection.close(1u32.into(), b"a certificate is required");
+}
+
+/// Accepts peer connections and serves the streams they open.
+pub(super) async fn accept_peers(
+    endpoint: Endpoint,
+    inbound: Arc<InboundProxy>,
+    gossip: GossipInbox,
+    state: Arc<AgentState>,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    // Peer tasks live in this set: when the loop ends (shutdown or abort), they end too.
+    let mut peers = JoinSet::new();
+    loop {
+        while peers.try_join_next().is_some() {}
+        let incoming = tokio::select! {
+            incoming = endpoint.accept() => match incoming {
+                Some(incoming) => incoming,
+                None => return,
+            },
+            _ = stopping(&mut shutdown) => return,
+        };
+        peers.spawn(serve_peer(
+            incoming,
+            inbound.clone(),
+            gossip.clone(),
+            state.clone(),
+        ));
+    }
+}
+
+async fn serve_peer(
+    incoming: quinn::Incoming,
+    inbound: Arc<InboundProxy>,
+    gossip: GossipInbox,
+    state: Arc<AgentState>,
+) {
+    let remote = incoming.remote_address();
+    let connection = match incoming.await {
+        Ok(connection) => connection,
+        Err(error) => {
+            // Certificate refusals were counted, with their reason, by the verifier.
+            if let Some(reason) = uncounted_handshake_failure(&error) {
+                state.telemetry.handshake_failed("inbound", reason);
+            }
+            tracing::info!(%remote, %error, "inbound handshake failed");
+            return;
+        }
+    };
+    if connection.peer_identity().is_none() {
+        // No client certificate: the only thing such a peer may do is join with a token.
+        serve_joiner(
+            connection,
+            state.trust_service.clone(),
+            state.telemetry.clone(),
+        )
+        .await;
+        return;
+    }
+    let peer = match PeerConnection::identify(connection.clone()) {
+        Ok(peer) => peer,
+        Err(reason) => {
+            tracing::warn!(%remote, %reason, "peer without a usable identity");
+            connection.close(1u32.into(), b"no identity");
+            return;
+        }
+    };
+    let telemetry = &state.telemetry;
+    telemetry
+        .counter(names::CONNECTIONS, &[("direction", "inbound")])
+        .increment(1);
+    let _open =
+        OpenGuard::new(telemetry.gauge(names::CONNECTIONS_OPEN, &[("direction", "inbound")]));
+    let id = connection.stable_id();
+    state
+        .inbound
+        .lock()
+        .expect("inbound peers lock poisoned")
+        .insert(
+            id,
+            InboundPeer {
+                node_id: peer.node_id.clone(),
+                address: remote,
+                connection: connection.clone(),
+            },
+        );
+    tracing::info!(peer = %peer.node_id, %remote, "peer connected");
+    let mut streams = JoinSet::new();
+    loop {
+        while streams.try_join_next().is_some() {}
+        let accepted = tokio::select! {
+            bi = connection.accept_bi() => bi.map(PeerStream::Proxy),
+            uni = connection.accept_uni() => uni.map(PeerStream::Gossip),
+        };
+        match accepted {
+            Ok(PeerStream::Proxy((send, recv))) => {
+                streams.spawn(serve_bi(
+                    inbound.clone(),
+                    state.trust_service.clone(),
+                    state.telemetry.clone(),
+                    peer.node_id.clone(),
+                    send,
+                    recv,
+                ));
+            }
+            Ok(PeerStream::Gossip(recv)) => {
+                let gossip = gossip.clone();
+                let node = peer.node_id.clone();
+                streams.spawn(async move { gossip.accept_stream(&node, remote, recv).await });
+            }
+            Err(error) => {
+                tracing::info!(peer = %peer.node_id, %error, "peer connection closed");
+                break;
+            }
+        }
+    }
+    state
+        .inbound
+        .lock()
+        .expect("inbound peers lock poisoned")
+        .remove(&id);
+}
+
+/// A stream a peer opened: bidirectional streams carry proxied traffic, unidirectional ones
+/// gossip.
+enum PeerStream {
+    Proxy((quinn::SendStream, quinn::RecvStream)),
+    Gossip(quinn::RecvStream),
+}
+
+/// A reason label for handshake failures the certificate verifier did not see.
+fn uncounted_handshake_failure(error: &quinn::ConnectionError) -> Option<&'static str> {
+    const CERTIFICATE_REQUIRED: u8 = 116;
+    const NO_APPLICATION_PROTOCOL: u8 = 120;
+    match error {
+        quinn::ConnectionError::TimedOut => Some("handshake_timeout"),
+        // rustls refuses a peer that presents no certificate before any verifier runs.
+        quinn::ConnectionError::TransportError(e)
+            if e.code == quinn::TransportErrorCode::crypto(CERTIFICATE_REQUIRED) =>
+        {
+            Some("no_certificate")
+        }
+        quinn::ConnectionError::TransportError(e)
+            if e.code == quinn::TransportErrorCode::crypto(NO_APPLICATION_PROTOCOL) =>
+        {
+            Some("alpn_mismatch")
+        }
+        _ => None,
+    }
 }

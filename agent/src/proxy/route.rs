@@ -13,7 +13,6 @@ use hdrhistogram::Histogram;
 use plexus_protocol::{AccessPolicy, AppProtocol, NodeId, ServiceName};
 use rand::rngs::SmallRng;
 use rand::{Rng, SeedableRng};
-use serde::Serialize;
 use tokio::sync::watch;
 use tokio::time::Instant;
 
@@ -23,13 +22,16 @@ use committed::CommittedRouting;
 use plexus_protocol::CommittedState;
 
 pub mod committed;
+mod reading;
+
 use crate::policy::balance::BalanceConfig;
-use crate::policy::outlier::{Ejection, Transition};
+use crate::policy::outlier::Transition;
 use crate::policy::retry::RetryBudget;
 use crate::policy::route::EndpointSet;
 use crate::policy::Outcome;
 use crate::quarantine::{PeerEvent, PeerObserver};
 use crate::telemetry::{names, Telemetry};
+pub use reading::{BudgetJson, EndpointJson, RouteReading};
 
 struct RouteState {
     endpoints: EndpointSet,
@@ -73,43 +75,6 @@ pub struct Route {
     state: Mutex<RouteState>,
     /// Requests waiting for discovery now.
     waiting: AtomicUsize,
-}
-
-/// `/v1/routes`: one upstream.
-#[derive(Debug, Clone, Serialize)]
-pub struct RouteReading {
-    pub service: String,
-    pub listen: SocketAddr,
-    pub protocol: &'static str,
-    pub discovery: &'static str,
-    pub endpoints: Vec<EndpointJson>,
-    /// The committed weights' epoch (0 until the decision log has weighted this service).
-    pub weights_epoch: u64,
-    /// The canary's committed share, while a release is under way.
-    pub canary_share_percent: Option<u8>,
-    pub retry_budget: BudgetJson,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct EndpointJson {
-    pub address: SocketAddr,
-    pub node_id: Option<String>,
-    pub ewma_ms: f64,
-    pub in_flight: u32,
-    pub weight: f64,
-    pub state: &'static str,
-    /// Seconds until an ejection ends.
-    pub ejected_for_s: Option<f64>,
-    pub ejections: u32,
-}
-
-#[derive(Debug, Clone, Serialize)]
-pub struct BudgetJson {
-    pub requests: u64,
-    pub retries: u64,
-    pub available: u64,
-    pub ratio: f64,
-    pub min_per_second: u32,
 }
 
 const LATENCY_RESET: Duration = Duration::from_secs(60);
@@ -425,69 +390,8 @@ impl Route {
             self.transition(addr, transition, peer);
         }
     }
-
-    /// `/v1/routes`: the endpoints as of now (gossip's latest list, even before any traffic).
-    pub fn reading(&self) -> RouteReading {
-        let now = Instant::now();
-        let mut state = self.lock();
-        self.refresh(&mut state, now);
-        let view = state.view.borrow().clone();
-        let members: Vec<(SocketAddr, String)> = view
-            .members
-            .iter()
-            .map(|m| (m.address, m.node_id.clone()))
-            .collect();
-        let endpoints = state
-            .endpoints
-            .readings(now)
-            .into_iter()
-            .map(|e| EndpointJson {
-                address: e.addr,
-                node_id: members
-                    .iter()
-                    .find(|(a, _)| *a == e.addr)
-                    .map(|(_, n)| n.clone()),
-                ewma_ms: e.cost.as_secs_f64() * 1e3,
-                in_flight: e.in_flight,
-                weight: e.weight,
-                state: e.state.label(),
-                ejected_for_s: match e.state {
-                    Ejection::Ejected { until } => {
-                        Some(until.saturating_duration_since(now).as_secs_f64())
-                    }
-                    _ => None,
-                },
-                ejections: e.ejections,
-            })
-            .collect();
-        let budget = state.budget.reading(now);
-        let routing = state.routing.clone();
-        drop(state);
-        RouteReading {
-            service: self.upstream.service.to_string(),
-            listen: self.upstream.listen,
-            protocol: self.protocol().as_label(),
-            discovery: if self.upstream.endpoints.is_empty() {
-                "gossip"
-            } else {
-                "static"
-            },
-            endpoints,
-            weights_epoch: routing.epoch,
-            canary_share_percent: routing.split.as_ref().map(|s| s.share_percent),
-            retry_budget: BudgetJson {
-                requests: budget.requests,
-                retries: budget.retries,
-                available: budget.available,
-                ratio: self.upstream.requests.retry_budget.ratio,
-                min_per_second: self.upstream.requests.retry_budget.min_per_second,
-            },
-        }
-    }
 }
 
-/// What an attempt's outcome says about the endpoint's node, for quarantine: answers and
-/// failures count, sheds and cancellations say nothing about it.
 /// The access policy this agent has applied (the default before any is committed).
 fn committed_policy(state: &RouteState) -> AccessPolicy {
     state
@@ -502,6 +406,8 @@ fn peer_of(state: &RouteState, addr: SocketAddr) -> Option<(NodeId, PeerObserver
     Some((state.nodes.get(&addr)?.clone(), state.observer.clone()?))
 }
 
+/// What an attempt's outcome says about the endpoint's node, for quarantine: answers and
+/// failures count, sheds and cancellations say nothing about it.
 fn peer_event(outcome: Outcome) -> Option<PeerEvent> {
     match outcome {
         Outcome::Success => Some(PeerEvent::RequestOk),
