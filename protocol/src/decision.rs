@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 
-use crate::frame::{bincode_config, decode_exact, encode_within};
+use crate::frame::{decode_tagged, encode_tagged};
 use crate::identity::{NodeId, ServiceName};
 use crate::trust::{AccessPolicy, CaKey, JoinToken, TrustState, TrustedRoot};
 
@@ -330,14 +330,15 @@ impl CommittedState {
         self.applied_term = term;
     }
 
-    /// Encodes the state (bincode), for snapshots and the agent's own disk.
+    /// Encodes the state (the [`crate::frame::LOG_FORMAT`] byte, then bincode), for
+    /// snapshots and the agent's own disk.
     pub fn encode(&self) -> Vec<u8> {
-        encode(self)
+        encode_tagged(self, usize::MAX).expect("a state has no size budget")
     }
 
-    /// Decodes a state, refusing more than `limit` bytes and trailing bytes.
+    /// Decodes a state, refusing another format, more than `limit` bytes and trailing bytes.
     pub fn decode(bytes: &[u8], limit: usize) -> Result<Self, String> {
-        decode_exact(bytes, limit)
+        decode_tagged(bytes, limit, "committed state")
     }
 }
 
@@ -394,12 +395,12 @@ impl Decision {
     /// Encodes a decision (bincode), refusing one that breaks its bounds.
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         self.validate()?;
-        encode_within(self, MAX_DECISION_LEN)
+        encode_tagged(self, MAX_DECISION_LEN)
     }
 
     /// Decodes a decision; total: bad, oversized or out-of-bounds input is an error.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let decision: Self = decode_exact(bytes, MAX_DECISION_LEN)?;
+        let decision: Self = decode_tagged(bytes, MAX_DECISION_LEN, "decision")?;
         decision.validate()?;
         Ok(decision)
     }
@@ -431,11 +432,11 @@ pub enum MembershipStep {
 impl MembershipChange {
     pub fn encode(&self) -> Result<Vec<u8>, String> {
         self.decision.validate()?;
-        encode_within(self, MAX_DECISION_LEN)
+        encode_tagged(self, MAX_DECISION_LEN)
     }
 
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let change: Self = decode_exact(bytes, MAX_DECISION_LEN)?;
+        let change: Self = decode_tagged(bytes, MAX_DECISION_LEN, "membership change")?;
         change.decision.validate()?;
         Ok(change)
     }
@@ -471,12 +472,12 @@ impl ConsensusSummary {
                 "a summary never carries CA keys (use CommittedState::without_keys)".into(),
             );
         }
-        encode_within(self, CONSENSUS_SUMMARY_BUDGET)
+        encode_tagged(self, CONSENSUS_SUMMARY_BUDGET)
     }
 
     /// Decodes a summary; total.
     pub fn decode(bytes: &[u8]) -> Result<Self, String> {
-        let summary: Self = decode_exact(bytes, CONSENSUS_SUMMARY_BUDGET)?;
+        let summary: Self = decode_tagged(bytes, CONSENSUS_SUMMARY_BUDGET, "consensus summary")?;
         if summary.voters.len() > MAX_VOTERS || summary.proposed.len() > MAX_VOTERS {
             return Err(format!("more than {MAX_VOTERS} voters"));
         }
@@ -485,11 +486,6 @@ impl ConsensusSummary {
         }
         Ok(summary)
     }
-}
-
-fn encode<T: Serialize>(value: &T) -> Vec<u8> {
-    bincode::serde::encode_to_vec(value, bincode_config())
-        .expect("encoding into a Vec cannot fail for plain data types")
 }
 
 #[cfg(test)]

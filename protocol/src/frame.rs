@@ -301,5 +301,39 @@ pub(crate) fn decode_exact<T: serde::de::DeserializeOwned>(
     Ok(value)
 }
 
+/// The format of what the decision log keeps and replicates (decisions, membership changes,
+/// the committed state in snapshots and on disk, and the consensus summary in gossip). Each
+/// such encoding starts with this byte, so an agent that meets another format (a data
+/// directory or a voter from another release) says so instead of misreading it. Raise it with
+/// any change to those types' encoding.
+pub const LOG_FORMAT: u8 = 1;
+
+/// Encodes `value` after the [`LOG_FORMAT`] byte, refusing more than `budget` bytes in all.
+pub(crate) fn encode_tagged<T: Serialize>(value: &T, budget: usize) -> Result<Vec<u8>, String> {
+    let body = encode_within(value, budget.saturating_sub(1))?;
+    let mut bytes = Vec::with_capacity(body.len() + 1);
+    bytes.push(LOG_FORMAT);
+    bytes.extend_from_slice(&body);
+    Ok(bytes)
+}
+
+/// Decodes what [`encode_tagged`] wrote; `what` names it in errors. Total.
+pub(crate) fn decode_tagged<T: DeserializeOwned>(
+    bytes: &[u8],
+    limit: usize,
+    what: &str,
+) -> Result<T, String> {
+    match bytes.split_first() {
+        None => Err(format!("{what}: empty")),
+        Some((&LOG_FORMAT, body)) => {
+            decode_exact(body, limit.saturating_sub(1)).map_err(|e| format!("{what}: {e}"))
+        }
+        Some((format, _)) => Err(format!(
+            "{what} is in decision-log format {format}, this build reads format {LOG_FORMAT} \
+             (written by another release of plexus)"
+        )),
+    }
+}
+
 #[cfg(test)]
 mod tests;

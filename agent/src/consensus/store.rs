@@ -28,6 +28,8 @@ use serde::{Deserialize, Serialize};
 use super::wire::{conf_from_wire, conf_to_wire, entry_from_wire, entry_to_wire};
 use crate::worker::off_the_worker;
 
+mod format;
+
 const LOG: TableDefinition<u64, &[u8]> = TableDefinition::new("raft_log");
 const META: TableDefinition<&str, &[u8]> = TableDefinition::new("raft_meta");
 const HARD_STATE: &str = "hard_state";
@@ -56,6 +58,13 @@ pub enum StoreError {
         key: String,
         reason: String,
     },
+    #[error(
+        "decision log {path} was written by another release of plexus ({found}); this build \
+         keeps log format {format}: run the release that wrote it, or move the file aside to \
+         start this node's log empty",
+        format = plexus_protocol::frame::LOG_FORMAT
+    )]
+    Format { path: PathBuf, found: String },
     #[error("cannot create {path}: {source}")]
     Dir {
         path: PathBuf,
@@ -150,6 +159,7 @@ impl LogStore {
             .and_then(|_| std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)))
             .map_err(dir_error(&path))?;
         let db = Database::create(&path).map_err(|e| db_error(&path, e))?;
+        format::check_or_mark(&db, &path)?;
         let store = Self {
             core: Arc::default(),
             db: Arc::new(db),

@@ -49,18 +49,30 @@ impl SealChecks {
 
     /// The nodes whose certificate proves their identity, with the values that verify.
     pub(super) fn verify_all(&mut self, nodes: Vec<RawNode>) -> Vec<NodeObservation> {
+        // Every incarnation gossip still holds is in `nodes`: results of the others go.
+        let present: HashSet<(&str, u64)> = nodes
+            .iter()
+            .map(|n| (&*n.id.node_id, n.id.generation_id))
+            .collect();
+        self.verifier
+            .retain(&|node, generation| present.contains(&(node, generation)));
         nodes.into_iter().filter_map(|n| self.verify(n)).collect()
     }
 
-    /// Forgets what it holds about nodes no longer known (bounded memory).
+    /// Forgets refusals of nodes no longer known (bounded memory).
     pub(super) fn retain(&mut self, known: &HashSet<String>) {
-        self.verifier.retain(&|node| known.contains(node));
         self.rejected.retain(|node, _| known.contains(node));
     }
 
     /// Whether some sealed value of `node` was not checked before.
     fn has_new_value(&self, node: &RawNode) -> bool {
         let node_id = &node.id.node_id;
+        if self
+            .verifier
+            .is_refused(node_id, node.id.generation_id, node.cert.as_deref())
+        {
+            return false;
+        }
         [
             (SUMMARY_KEY, &node.summary),
             (EDGES_KEY, &node.edges),
@@ -70,7 +82,9 @@ impl SealChecks {
         .into_iter()
         .any(|(key, value)| {
             value.as_ref().is_some_and(|(value, version)| {
-                !self.verifier.is_cached(node_id, key, *version, value)
+                !self
+                    .verifier
+                    .is_cached(node_id, node.id.generation_id, key, *version, value)
             })
         })
     }
@@ -81,7 +95,10 @@ impl SealChecks {
     fn verify(&mut self, node: RawNode) -> Option<NodeObservation> {
         let node_id = node.id.node_id.to_string();
         let generation = node.id.generation_id;
-        if let Err(error) = self.verifier.certificate(&node_id, node.cert.as_deref()) {
+        if let Err(error) = self
+            .verifier
+            .certificate(&node_id, generation, node.cert.as_deref())
+        {
             // Before its first delta arrives a node has no state at all: that is no refusal.
             if node.cert.is_some() && self.rejected.get(&node_id) != Some(&0) {
                 self.rejected.insert(node_id.clone(), 0);

@@ -120,16 +120,17 @@ impl SealError {
 /// A value checked once: (value, version, payload or refusal).
 type OpenedValue = (String, u64, Result<Vec<u8>, SealError>);
 
-/// Checks published certificates and seals, caching results by (node, value) so that a value
-/// is verified once, not on every read.
+/// Checks published certificates and seals, caching results per node incarnation (node ID and
+/// generation) and key, so that a value is verified once, not on every read, even while a
+/// restarted node's old generation is still gossiped beside its new one.
 #[derive(Debug)]
 pub struct SealVerifier {
     trust: Arc<LiveTrust>,
     /// The trust version the cached certificate checks were made under.
     trust_version: u64,
     algorithms: WebPkiSupportedAlgorithms,
-    certs: HashMap<String, (String, Result<CertificateDer<'static>, SealError>)>,
-    values: HashMap<(String, String), OpenedValue>,
+    certs: HashMap<(String, u64), (String, Result<CertificateDer<'static>, SealError>)>,
+    values: HashMap<(String, u64, String), OpenedValue>,
 }
 
 impl SealVerifier {
@@ -143,16 +144,21 @@ impl SealVerifier {
         }
     }
 
-    /// Forgets cached results of nodes not in `live` (bounded memory as members come and go).
-    pub fn retain(&mut self, live: &dyn Fn(&str) -> bool) {
-        self.certs.retain(|node, _| live(node));
-        self.values.retain(|(node, _), _| live(node));
+    /// Forgets cached results of incarnations (node ID, generation) for which `known` is false:
+    /// bounded memory as members and their generations come and go.
+    pub fn retain(&mut self, known: &dyn Fn(&str, u64) -> bool) {
+        self.certs
+            .retain(|(node, generation), _| known(node, *generation));
+        self.values
+            .retain(|(node, generation, _), _| known(node, *generation));
     }
 
-    /// The certificate `node_id` published, if it proves that node's identity.
+    /// The certificate `node_id` (incarnation `generation`) published, if it proves that
+    /// node's identity.
     pub fn certificate(
         &mut self,
         node_id: &str,
+        generation: u64,
         published: Option<&str>,
     ) -> Result<CertificateDer<'static>, SealError> {
         let published = published.ok_or(SealError::NoCertificate)?;
@@ -163,14 +169,15 @@ impl SealVerifier {
             self.values.clear();
             self.trust_version = version;
         }
-        if let Some((value, result)) = self.certs.get(node_id) {
+        let incarnation = (node_id.to_owned(), generation);
+        if let Some((value, result)) = self.certs.get(&incarnation) {
             if value == published {
                 return result.clone();
             }
         }
         let result = self.check_certificate(node_id, published);
         self.certs
-            .insert(node_id.to_owned(), (published.to_owned(), result.clone()));
+            .insert(incarnation, (published.to_owned(), result.clone()));
         result
     }
 
@@ -212,13 +219,34 @@ impl SealVerifier {
         Ok(der)
     }
 
+    /// Whether [`Self::certificate`] would refuse `published` without checking anything: no
+    /// certificate, or one refused before under the same trust. Such a node's values are never
+    /// opened, so they are nothing new to check.
+    pub fn is_refused(&self, node_id: &str, generation: u64, published: Option<&str>) -> bool {
+        let Some(published) = published else {
+            return true;
+        };
+        self.trust.view().version == self.trust_version
+            && self
+                .certs
+                .get(&(node_id.to_owned(), generation))
+                .is_some_and(|(value, result)| value == published && result.is_err())
+    }
+
     /// Whether [`Self::open`] would answer `value` from what it checked before, without
     /// checking a signature.
-    pub fn is_cached(&self, node_id: &str, key: &str, version: u64, value: &str) -> bool {
+    pub fn is_cached(
+        &self,
+        node_id: &str,
+        generation: u64,
+        key: &str,
+        version: u64,
+        value: &str,
+    ) -> bool {
         self.trust.view().version == self.trust_version
             && self
                 .values
-                .get(&(node_id.to_owned(), key.to_owned()))
+                .get(&(node_id.to_owned(), generation, key.to_owned()))
                 .is_some_and(|(cached, cached_version, _)| {
                     *cached_version == version && cached == value
                 })
@@ -235,14 +263,14 @@ impl SealVerifier {
         version: u64,
         value: &str,
     ) -> Result<Vec<u8>, SealError> {
-        let cache_key = (node_id.to_owned(), key.to_owned());
+        let cache_key = (node_id.to_owned(), generation, key.to_owned());
         if let Some((cached_value, cached_version, result)) = self.values.get(&cache_key) {
             if *cached_version == version && cached_value == value {
                 return result.clone();
             }
         }
         let result = self
-            .certificate(node_id, published_cert)
+            .certificate(node_id, generation, published_cert)
             .and_then(|cert| self.check_seal(&cert, node_id, generation, key, version, value));
         self.values
             .insert(cache_key, (value.to_owned(), version, result.clone()));
@@ -325,20 +353,42 @@ mod tests {
         let value = sealer
             .seal("node-1", 7, "summary", 3, b"load".to_vec())
             .unwrap();
-        assert!(!verifier.is_cached("node-1", "summary", 3, &value));
+        assert!(!verifier.is_cached("node-1", 7, "summary", 3, &value));
         let opened = verifier.open("node-1", 7, Some(&cert), "summary", 3, &value);
         assert_eq!(opened.unwrap(), b"load");
-        assert!(verifier.is_cached("node-1", "summary", 3, &value));
+        assert!(verifier.is_cached("node-1", 7, "summary", 3, &value));
         // A new version, or another value, needs its signature checked.
-        assert!(!verifier.is_cached("node-1", "summary", 4, &value));
+        assert!(!verifier.is_cached("node-1", 7, "summary", 4, &value));
         let newer = sealer
             .seal("node-1", 7, "summary", 4, b"more".to_vec())
             .unwrap();
-        assert!(!verifier.is_cached("node-1", "summary", 4, &newer));
+        assert!(!verifier.is_cached("node-1", 7, "summary", 4, &newer));
         // A seal for another version does not open as this one (and is cached as refused).
         assert!(verifier
             .open("node-1", 7, Some(&cert), "summary", 5, &newer)
             .is_err());
-        assert!(verifier.is_cached("node-1", "summary", 5, &newer));
+        assert!(verifier.is_cached("node-1", 7, "summary", 5, &newer));
+        // The same node restarted (generation 8) while generation 7 is still gossiped: each
+        // incarnation's value stays cached, so neither is checked again every round.
+        let restarted = sealer
+            .seal("node-1", 8, "summary", 1, b"fresh".to_vec())
+            .unwrap();
+        assert!(verifier
+            .open("node-1", 8, Some(&cert), "summary", 1, &restarted)
+            .is_ok());
+        assert!(verifier.is_cached("node-1", 7, "summary", 5, &newer));
+        assert!(verifier.is_cached("node-1", 8, "summary", 1, &restarted));
+        // A refused certificate is remembered as such: nothing of that node is new to check.
+        assert!(verifier.is_refused("node-1", 9, None));
+        assert!(!verifier.is_refused("node-1", 9, Some("bm90IGEgY2VydA")));
+        assert!(verifier
+            .certificate("node-1", 9, Some("bm90IGEgY2VydA"))
+            .is_err());
+        assert!(verifier.is_refused("node-1", 9, Some("bm90IGEgY2VydA")));
+        assert!(!verifier.is_refused("node-1", 8, Some(&cert)));
+        // Once generation 7 is gone from gossip, its results are forgotten.
+        verifier.retain(&|node, generation| node == "node-1" && generation == 8);
+        assert!(!verifier.is_cached("node-1", 7, "summary", 5, &newer));
+        assert!(verifier.is_cached("node-1", 8, "summary", 1, &restarted));
     }
 }

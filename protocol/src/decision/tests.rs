@@ -117,8 +117,13 @@ fn decisions_out_of_bounds_do_not_encode_or_decode() {
         }],
     });
     assert!(bad_weight.encode().is_err());
-    let bytes = bincode::serde::encode_to_vec(&bad_weight, bincode_config()).unwrap();
-    assert!(Decision::decode(&bytes).is_err());
+    // Well formed and in this format, but out of bounds: the decoder checks the bounds too.
+    let mut bytes = vec![crate::frame::LOG_FORMAT];
+    bytes.extend(
+        bincode::serde::encode_to_vec(&bad_weight, crate::frame::bincode_config()).unwrap(),
+    );
+    let error = Decision::decode(&bytes).unwrap_err();
+    assert!(error.contains("weight"), "{error}");
     let good = decision(DecisionKind::ScalingHint {
         service: service("web"),
         current: 1,
@@ -129,4 +134,33 @@ fn decisions_out_of_bounds_do_not_encode_or_decode() {
     for cut in 0..bytes.len() {
         assert!(Decision::decode(&bytes[..cut]).is_err());
     }
+}
+
+#[test]
+fn another_log_format_is_named_not_misread() {
+    let good = decision(DecisionKind::ScalingHint {
+        service: service("web"),
+        current: 1,
+        desired: 2,
+    });
+    let state = CommittedState::default();
+    let mut encodings: Vec<(&str, Vec<u8>)> = vec![
+        ("decision", good.encode().unwrap()),
+        ("committed state", state.encode()),
+    ];
+    for (what, bytes) in &mut encodings {
+        assert_eq!(bytes[0], crate::frame::LOG_FORMAT, "{what}");
+        bytes[0] = crate::frame::LOG_FORMAT + 1;
+    }
+    let error = Decision::decode(&encodings[0].1).unwrap_err();
+    assert!(
+        error.contains("decision is in decision-log format 2"),
+        "{error}"
+    );
+    let error = CommittedState::decode(&encodings[1].1, usize::MAX).unwrap_err();
+    assert!(
+        error.contains("committed state is in decision-log format 2"),
+        "{error}"
+    );
+    assert!(Decision::decode(&[]).unwrap_err().contains("empty"));
 }

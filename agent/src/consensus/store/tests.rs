@@ -159,6 +159,42 @@ fn a_damaged_record_is_an_error_naming_the_file_and_record() {
 }
 
 #[test]
+fn a_log_of_another_format_or_without_a_mark_is_refused_and_left_alone() {
+    for mark in [Some(&[plexus_protocol::frame::LOG_FORMAT + 1][..]), None] {
+        let dir = tempfile::tempdir().unwrap();
+        {
+            let store = LogStore::open(dir.path()).unwrap();
+            store.bootstrap(vec![1], Vec::new()).unwrap();
+            let txn = store.db.begin_write().unwrap();
+            {
+                let mut meta = txn.open_table(META).unwrap();
+                match mark {
+                    Some(mark) => meta.insert("format", mark).unwrap(),
+                    None => meta.remove("format").unwrap(),
+                };
+            }
+            txn.commit().unwrap();
+        }
+        let error = LogStore::open(dir.path()).err().unwrap().to_string();
+        assert!(error.contains("decisions.redb"), "{error}");
+        assert!(error.contains("another release"), "{error}");
+        // Refused, not rewritten: the release that wrote it can still read it.
+        let db = Database::create(dir.path().join("decisions.redb")).unwrap();
+        let txn = db.begin_read().unwrap();
+        let meta = txn.open_table(META).unwrap();
+        assert_eq!(
+            meta.get("format").unwrap().map(|m| m.value().to_vec()),
+            mark.map(<[u8]>::to_vec)
+        );
+        assert!(meta.get(HARD_STATE).unwrap().is_some());
+    }
+    // A new log is marked, and reopens.
+    let dir = tempfile::tempdir().unwrap();
+    drop(LogStore::open(dir.path()).unwrap());
+    LogStore::open(dir.path()).unwrap();
+}
+
+#[test]
 fn a_reset_forgets_the_raft_state_but_keeps_what_was_applied() {
     let dir = tempfile::tempdir().unwrap();
     {
