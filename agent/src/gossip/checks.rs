@@ -56,12 +56,11 @@ impl SealChecks {
             .collect();
         self.verifier
             .retain(&|node, generation| present.contains(&(node, generation)));
+        // A refusal is logged and counted once while gossip holds the node; a refused node is
+        // never a member, so it is kept by what gossip holds, not by the view.
+        self.rejected
+            .retain(|node, _| present.iter().any(|(n, _)| n == node));
         nodes.into_iter().filter_map(|n| self.verify(n)).collect()
-    }
-
-    /// Forgets refusals of nodes no longer known (bounded memory).
-    pub(super) fn retain(&mut self, known: &HashSet<String>) {
-        self.rejected.retain(|node, _| known.contains(node));
     }
 
     /// Whether some sealed value of `node` was not checked before.
@@ -108,6 +107,10 @@ impl SealChecks {
                     .increment(1);
             }
             return None;
+        }
+        if self.rejected.get(&node_id) == Some(&0) {
+            // Its certificate is accepted now: a later refusal is news again.
+            self.rejected.remove(&node_id);
         }
         let mut open = |key: &str, value: &Option<(String, u64)>| {
             let (value, version) = value.as_ref()?;

@@ -506,8 +506,6 @@ impl Observer {
         self.telemetry
             .gauge(names::GOSSIP_LIVE_PEERS, &[])
             .set(view.live_peers() as f64);
-        let known: HashSet<String> = view.members.iter().map(|m| m.node_id.clone()).collect();
-        lock(&self.checks).retain(&known);
         let _ = self.view.send(Arc::new(view));
     }
 }

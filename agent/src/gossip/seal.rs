@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use base64::engine::general_purpose::STANDARD_NO_PAD as BASE64;
 use base64::Engine;
@@ -120,6 +121,14 @@ impl SealError {
 /// A value checked once: (value, version, payload or refusal).
 type OpenedValue = (String, u64, Result<Vec<u8>, SealError>);
 
+/// A certificate checked: (published value, result, when).
+type CheckedCert = (String, Result<CertificateDer<'static>, SealError>, Instant);
+
+/// How long a refused certificate stays refused without another check. A refusal can depend
+/// on the clock (not yet valid), so it is looked at again after this; an accepted one stays
+/// accepted until the trust changes (expiry ends the node's connections, and it renews).
+const REFUSAL_RECHECK: Duration = Duration::from_secs(10);
+
 /// Checks published certificates and seals, caching results per node incarnation (node ID and
 /// generation) and key, so that a value is verified once, not on every read, even while a
 /// restarted node's old generation is still gossiped beside its new one.
@@ -129,7 +138,7 @@ pub struct SealVerifier {
     /// The trust version the cached certificate checks were made under.
     trust_version: u64,
     algorithms: WebPkiSupportedAlgorithms,
-    certs: HashMap<(String, u64), (String, Result<CertificateDer<'static>, SealError>)>,
+    certs: HashMap<(String, u64), CheckedCert>,
     values: HashMap<(String, u64, String), OpenedValue>,
 }
 
@@ -170,14 +179,16 @@ impl SealVerifier {
             self.trust_version = version;
         }
         let incarnation = (node_id.to_owned(), generation);
-        if let Some((value, result)) = self.certs.get(&incarnation) {
-            if value == published {
+        if let Some((value, result, at)) = self.certs.get(&incarnation) {
+            if value == published && (result.is_ok() || at.elapsed() < REFUSAL_RECHECK) {
                 return result.clone();
             }
         }
         let result = self.check_certificate(node_id, published);
-        self.certs
-            .insert(incarnation, (published.to_owned(), result.clone()));
+        self.certs.insert(
+            incarnation,
+            (published.to_owned(), result.clone(), Instant::now()),
+        );
         result
     }
 
@@ -220,7 +231,7 @@ impl SealVerifier {
     }
 
     /// Whether [`Self::certificate`] would refuse `published` without checking anything: no
-    /// certificate, or one refused before under the same trust. Such a node's values are never
+    /// certificate, or one refused under the same trust less than [`REFUSAL_RECHECK`] ago. Such a node's values are never
     /// opened, so they are nothing new to check.
     pub fn is_refused(&self, node_id: &str, generation: u64, published: Option<&str>) -> bool {
         let Some(published) = published else {
@@ -230,7 +241,9 @@ impl SealVerifier {
             && self
                 .certs
                 .get(&(node_id.to_owned(), generation))
-                .is_some_and(|(value, result)| value == published && result.is_err())
+                .is_some_and(|(value, result, at)| {
+                    value == published && result.is_err() && at.elapsed() < REFUSAL_RECHECK
+                })
     }
 
     /// Whether [`Self::open`] would answer `value` from what it checked before, without

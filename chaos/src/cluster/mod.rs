@@ -297,7 +297,7 @@ impl Cluster {
     }
 
     /// Holds a node's ports again while its agent is down, so that no other socket (an
-    /// ephemeral port of the harness's own admin calls, a relay association) lands on them
+    /// ephemeral port of the harness's own admin calls, say) lands on them
     /// before it restarts: a restart once failed with its admin port taken. Best effort: a
     /// port that cannot be held now makes the restart report it.
     fn hold_again(&mut self, name: &str) {

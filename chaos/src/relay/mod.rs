@@ -119,7 +119,11 @@ impl RelayMesh {
         // with `Address already in use` that way).
         for x in 0..n {
             for s in (0..n).filter(|&s| s != x) {
-                inner.association(x, s)?;
+                if let Err(error) = inner.association(x, s) {
+                    // The reply tasks already spawned hold `inner`: end them with it.
+                    inner.shutdown();
+                    return Err(error);
+                }
             }
         }
         for x in 0..n {
@@ -222,8 +226,9 @@ impl Inner {
     }
 
     /// The upstream socket carrying `s`'s datagrams to `x`, made (with its reply task) when the
-    /// relay starts (see [`RelayMesh::start`]). Associations are never dropped: there is at most one per pair of nodes, and
-    /// keeping its port keeps the source address that `x` sees stable.
+    /// relay starts (see [`RelayMesh::start`]). Associations are never dropped: there is at
+    /// most one per pair of nodes, and keeping its port keeps the source address that `x` sees
+    /// stable.
     fn association(self: &Arc<Self>, x: usize, s: usize) -> io::Result<Arc<UdpSocket>> {
         let mut upstream = lock(&self.fronts[x].upstream);
         if let Some(socket) = &upstream[s] {
