@@ -58,8 +58,9 @@ impl SealChecks {
             .retain(&|node, generation| present.contains(&(node, generation)));
         // A refusal is logged and counted once while gossip holds the node; a refused node is
         // never a member, so it is kept by what gossip holds, not by the view.
+        let names: HashSet<&str> = present.iter().map(|(node, _)| *node).collect();
         self.rejected
-            .retain(|node, _| present.iter().any(|(n, _)| n == node));
+            .retain(|node, _| names.contains(node.as_str()));
         nodes.into_iter().filter_map(|n| self.verify(n)).collect()
     }
 

@@ -231,8 +231,8 @@ impl SealVerifier {
     }
 
     /// Whether [`Self::certificate`] would refuse `published` without checking anything: no
-    /// certificate, or one refused under the same trust less than [`REFUSAL_RECHECK`] ago. Such a node's values are never
-    /// opened, so they are nothing new to check.
+    /// certificate, or one refused under the same trust less than [`REFUSAL_RECHECK`] ago.
+    /// Such a node's values are never opened, so they are nothing new to check.
     pub fn is_refused(&self, node_id: &str, generation: u64, published: Option<&str>) -> bool {
         let Some(published) = published else {
             return true;
