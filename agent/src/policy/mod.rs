@@ -16,7 +16,7 @@ pub mod retry;
 pub mod route;
 
 /// What became of one attempt to an endpoint, as the caller's agent saw it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum Outcome {
     /// An answer that is not a server failure (1xx to 4xx, or a TCP stream that completed).
     Success,

@@ -26,7 +26,10 @@ use crate::telemetry::otlp::{SpanKind, SpanSink};
 use crate::telemetry::{names, LoadBook, Telemetry};
 use crate::transport::PeerPool;
 
+mod handles;
 mod hedge;
+
+use handles::CallerMetrics;
 
 /// Most of a policy refusal's body kept to repeat it.
 const MAX_DENIAL_ANSWER: usize = 4096;
@@ -112,6 +115,7 @@ pub struct HttpCaller {
     route: Arc<Route>,
     streams: Arc<PeerStreams>,
     telemetry: Telemetry,
+    metrics: CallerMetrics,
     load: LoadBook,
     spans: Option<SpanSink>,
 }
@@ -134,10 +138,12 @@ impl HttpCaller {
             route.upstream().timeout,
             opened,
         ));
+        let metrics = CallerMetrics::new(telemetry.clone(), route.service().as_str());
         Self {
             route,
             streams,
             telemetry,
+            metrics,
             load,
             spans,
         }
@@ -358,19 +364,9 @@ impl HttpCaller {
             }
         };
         let rtt = flight.finish(outcome, setup);
-        let endpoint = addr.to_string();
-        let labels = [
-            ("direction", "outbound"),
-            ("service", self.route.service().as_str()),
-            ("endpoint", endpoint.as_str()),
-            ("outcome", outcome.label()),
-        ];
-        self.telemetry
-            .counter(names::ATTEMPTS, &labels)
-            .increment(1);
-        self.telemetry
-            .histogram(names::REQUEST_DURATION, &labels)
-            .record(rtt.as_secs_f64());
+        let metrics = self.metrics.attempt(addr, outcome);
+        metrics.attempts.increment(1);
+        metrics.duration.record(rtt.as_secs_f64());
         Tried {
             addr,
             outcome,
@@ -424,26 +420,15 @@ impl HttpCaller {
         let status = parts.status;
         let latency = started.elapsed();
         let ok = !status.is_server_error();
-        let service = self.route.service().clone();
-        let class = status_class(status);
         let agent_made = parts.headers.contains_key(ERROR);
-        self.telemetry
-            .counter(
-                names::REQUESTS,
-                &[
-                    ("direction", "outbound"),
-                    ("service", service.as_str()),
-                    ("status_class", class),
-                    ("source", if agent_made { "agent" } else { "service" }),
-                ],
-            )
-            .increment(1);
-        self.load
-            .record_edge(&self.route.upstream().caller, &service, latency, ok);
-        let bytes = self.telemetry.counter(
-            names::RESPONSE_BYTES,
-            &[("direction", "outbound"), ("service", service.as_str())],
+        self.metrics.request(status, agent_made).increment(1);
+        self.load.record_edge(
+            &self.route.upstream().caller,
+            self.route.service(),
+            latency,
+            ok,
         );
+        let bytes = self.metrics.response_bytes();
         let body = Metered::new(body, move |n, _| bytes.increment(n));
         Response::from_parts(parts, http_body_util::BodyExt::boxed(body))
     }
@@ -467,15 +452,5 @@ fn classify<B>(response: &Response<B>) -> Outcome {
         Outcome::Failure
     } else {
         Outcome::Success
-    }
-}
-
-fn status_class(status: StatusCode) -> &'static str {
-    match status.as_u16() {
-        100..=199 => "1xx",
-        200..=299 => "2xx",
-        300..=399 => "3xx",
-        400..=499 => "4xx",
-        _ => "5xx",
     }
 }

@@ -30,21 +30,23 @@ use body::{full, ProxyBody};
 
 /// Set by a serving agent on the 503 it answers when the service's concurrency limit (or its
 /// capacity) is reached: callers try another endpoint instead of retrying this one.
-pub const OVERLOADED: &str = "plexus-overloaded";
+pub const OVERLOADED: HeaderName = HeaderName::from_static("plexus-overloaded");
 /// Set on answers the agents make themselves instead of the service; its value says why
 /// (`unknown_service`, `local_connect_refused`, `no_endpoint`, `timeout`, ...).
-pub const ERROR: &str = "plexus-error";
+pub const ERROR: HeaderName = HeaderName::from_static("plexus-error");
 
-/// Hop-by-hop headers (RFC 9110 §7.6.1), which each connection has its own of.
-const HOP_BY_HOP: [&str; 8] = [
-    "connection",
-    "keep-alive",
-    "proxy-connection",
-    "proxy-authenticate",
-    "proxy-authorization",
-    "te",
-    "trailer",
-    "transfer-encoding",
+/// Hop-by-hop headers (RFC 9110 §7.6.1), which each connection has its own of. Names, not
+/// strings: every request passes here twice on each agent, and a string name is parsed on
+/// every lookup.
+const HOP_BY_HOP: [HeaderName; 8] = [
+    header::CONNECTION,
+    HeaderName::from_static("keep-alive"),
+    HeaderName::from_static("proxy-connection"),
+    header::PROXY_AUTHENTICATE,
+    header::PROXY_AUTHORIZATION,
+    header::TE,
+    header::TRAILER,
+    header::TRANSFER_ENCODING,
 ];
 
 /// Whether a request asks to switch protocols (WebSocket and friends): HTTP/1.1 with
@@ -62,6 +64,13 @@ pub fn is_upgrade(headers: &HeaderMap) -> bool {
 /// Removes hop-by-hop headers, including those the `Connection` header names. An upgrade keeps
 /// `Connection: upgrade` and `Upgrade`, which must reach the other end.
 pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
+    // Most messages carry none: one pass over the names finds that without a lookup per name.
+    if !headers
+        .keys()
+        .any(|name| HOP_BY_HOP.contains(name) || name == header::UPGRADE)
+    {
+        return;
+    }
     let upgrade = is_upgrade(headers);
     let named: Vec<HeaderName> = headers
         .get_all(header::CONNECTION)
@@ -74,7 +83,7 @@ pub fn strip_hop_by_hop(headers: &mut HeaderMap) {
     for name in named {
         headers.remove(name);
     }
-    for name in HOP_BY_HOP {
+    for name in &HOP_BY_HOP {
         headers.remove(name);
     }
     if upgrade {
@@ -128,6 +137,16 @@ pub fn overloaded_answer() -> Response<ProxyBody> {
     response
 }
 
+/// `uri` as an origin-form target (path and query only), `Ok(None)` when it already is one: most
+/// requests' targets are, and parsing one again would cost on every request.
+pub fn origin_form(uri: &hyper::Uri) -> Result<Option<hyper::Uri>, hyper::http::uri::InvalidUri> {
+    if uri.scheme().is_none() && uri.authority().is_none() {
+        return Ok(None);
+    }
+    let target = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    target.parse().map(Some)
+}
+
 /// Rewrites a request from the app into the form sent between agents: HTTP/1.1, origin-form
 /// target, `Host` from the authority (HTTP/2 has none), hop-by-hop headers removed.
 pub fn to_wire<B>(request: Request<B>) -> Request<B> {
@@ -139,12 +158,7 @@ pub fn to_wire<B>(request: Request<B>) -> Request<B> {
             }
         }
     }
-    let target = parts
-        .uri
-        .path_and_query()
-        .map(|p| p.as_str())
-        .unwrap_or("/");
-    if let Ok(uri) = target.parse() {
+    if let Ok(Some(uri)) = origin_form(&parts.uri) {
         parts.uri = uri;
     }
     parts.version = hyper::Version::HTTP_11;
@@ -191,6 +205,31 @@ mod tests {
         assert_eq!(wire.version(), hyper::Version::HTTP_11);
         assert_eq!(wire.uri(), "/pay?x=1");
         assert_eq!(wire.headers()["host"], "payments.local:8080");
+    }
+
+    #[test]
+    fn messages_without_hop_by_hop_headers_are_left_as_they_are() {
+        let mut h = HeaderMap::new();
+        h.insert("host", HeaderValue::from_static("payments"));
+        h.insert("x-kept", HeaderValue::from_static("1"));
+        let before = h.clone();
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+        // An `Upgrade` without `Connection: upgrade` is no upgrade: it goes.
+        h.insert("upgrade", HeaderValue::from_static("websocket"));
+        strip_hop_by_hop(&mut h);
+        assert_eq!(h, before);
+    }
+
+    #[test]
+    fn targets_are_made_origin_form_only_when_they_are_not() {
+        let absolute: hyper::Uri = "http://payments.local/pay?x=1".parse().unwrap();
+        assert_eq!(origin_form(&absolute).unwrap().unwrap(), "/pay?x=1");
+        let authority: hyper::Uri = "payments.local:80".parse().unwrap();
+        assert_eq!(origin_form(&authority).unwrap().unwrap(), "/");
+        let origin: hyper::Uri = "/pay?x=1".parse().unwrap();
+        assert!(origin_form(&origin).unwrap().is_none());
+        assert!(origin_form(&"*".parse().unwrap()).unwrap().is_none());
     }
 
     #[test]

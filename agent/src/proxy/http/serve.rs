@@ -2,8 +2,10 @@
 //! under the service's adaptive concurrency limit (503 + `plexus-overloaded` at once when over
 //! it) and forwarded over a keep-alive pool to the local service.
 
+use std::collections::HashMap;
 use std::convert::Infallible;
 use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
 
 use hyper::body::Incoming;
 use hyper::{Request, Response, StatusCode};
@@ -23,11 +25,20 @@ use crate::telemetry::{names, LoadBook, Telemetry};
 /// Forwards admitted requests to local HTTP services.
 #[derive(Clone)]
 pub struct LocalHttp {
-    local: std::sync::Arc<LocalPool>,
+    local: Arc<LocalPool>,
     load: LoadBook,
     telemetry: Telemetry,
+    /// Each hosted service's admission metrics, looked up once rather than on every request.
+    meters: Arc<Mutex<HashMap<ServiceName, AdmissionMeters>>>,
     spans: Option<SpanSink>,
-    access: std::sync::Arc<AccessGate>,
+    access: Arc<AccessGate>,
+}
+
+/// A hosted service's shed count and current concurrency limit.
+#[derive(Clone)]
+struct AdmissionMeters {
+    shed: metrics::Counter,
+    limit: metrics::Gauge,
 }
 
 impl LocalHttp {
@@ -35,15 +46,30 @@ impl LocalHttp {
         load: LoadBook,
         telemetry: Telemetry,
         spans: Option<SpanSink>,
-        access: std::sync::Arc<AccessGate>,
+        access: Arc<AccessGate>,
     ) -> Self {
         Self {
-            local: std::sync::Arc::default(),
+            local: Arc::default(),
             load,
             telemetry,
+            meters: Arc::default(),
             spans,
             access,
         }
+    }
+
+    fn meters(&self, service: &ServiceName) -> AdmissionMeters {
+        let mut meters = self.meters.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(found) = meters.get(service) {
+            return found.clone();
+        }
+        let labels = [("service", service.as_str())];
+        let made = AdmissionMeters {
+            shed: self.telemetry.counter(names::SHED, &labels),
+            limit: self.telemetry.gauge(names::CONCURRENCY_LIMIT, &labels),
+        };
+        meters.insert(service.clone(), made.clone());
+        made
     }
 
     /// Serves one stream from `peer` carrying a request for `service` at `address`.
@@ -124,17 +150,14 @@ impl LocalHttp {
         mut request: Request<Incoming>,
         trace: TraceContext,
     ) -> Response<ProxyBody> {
+        let meters = self.meters(&service);
         let Some(mut admitted) = self.load.admit(&service) else {
-            self.telemetry
-                .counter(names::SHED, &[("service", service.as_str())])
-                .increment(1);
+            meters.shed.increment(1);
             self.refused(service.as_str(), "overloaded");
             return overloaded_answer();
         };
         if let Some(limit) = self.load.limit(&service) {
-            self.telemetry
-                .gauge(names::CONCURRENCY_LIMIT, &[("service", service.as_str())])
-                .set(f64::from(limit.limit));
+            meters.limit.set(f64::from(limit.limit));
         }
         request.headers_mut().insert(TRACEPARENT, trace.header());
         let upgrade = is_upgrade(request.headers());
@@ -145,13 +168,9 @@ impl LocalHttp {
         } else {
             let (mut parts, body) = request.into_parts();
             strip_hop_by_hop(&mut parts.headers);
-            let target = parts
-                .uri
-                .path_and_query()
-                .map(|p| p.as_str())
-                .unwrap_or("/");
-            match target.parse() {
-                Ok(uri) => parts.uri = uri,
+            match super::origin_form(&parts.uri) {
+                Ok(Some(uri)) => parts.uri = uri,
+                Ok(None) => {}
                 Err(_) => return agent_answer(StatusCode::BAD_REQUEST, "bad_target"),
             }
             self.local

@@ -4,12 +4,12 @@
 
 use std::time::SystemTime;
 
-use hyper::header::{HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderName, HeaderValue};
 use rand::Rng;
 
 use crate::telemetry::otlp::{SpanKind, SpanRecord, SpanSink};
 
-pub const TRACEPARENT: &str = "traceparent";
+pub const TRACEPARENT: HeaderName = HeaderName::from_static("traceparent");
 
 /// One hop of a trace: the trace, this hop's span, and the span it continues.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
