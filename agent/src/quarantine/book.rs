@@ -33,6 +33,9 @@ use plexus_protocol::{AnomalySignal, NodeId, PeerObservations, PeerReport};
 
 use super::PeerEvent;
 
+mod findings;
+use findings::{count_findings, ejection_finding, share_findings, surge_finding, Finding};
+
 /// Width of one counting bucket.
 pub const BUCKET: Duration = Duration::from_secs(5);
 /// How far back the book looks.
@@ -224,21 +227,6 @@ pub struct ObservationBook {
     peers: HashMap<NodeId, PeerRecord>,
 }
 
-/// One anomaly found, before it becomes a report.
-struct Finding {
-    subject: NodeId,
-    signal: AnomalySignal,
-    value: f64,
-    reference: f64,
-}
-
-impl Finding {
-    /// How far above its reference the value is, for choosing what to publish.
-    fn severity(&self) -> f64 {
-        self.value / self.reference.max(0.01)
-    }
-}
-
 impl ObservationBook {
     /// A book whose buckets are counted from `origin`.
     pub fn new(origin: Instant) -> Self {
@@ -368,156 +356,6 @@ fn fits(reports: &[PeerReport]) -> bool {
     observations
         .encode()
         .is_ok_and(|bytes| bytes.len() <= OBSERVATIONS_BUDGET)
-}
-
-/// The median of some values (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
-}
-
-fn share(part: u32, whole: u32) -> f64 {
-    if whole == 0 {
-        0.0
-    } else {
-        f64::from(part) / f64::from(whole)
-    }
-}
-
-/// Which count of a window a signal reads.
-type Part = fn(&Counts) -> u32;
-
-/// Error and reset shares far above the other peers' median.
-fn share_findings<'a, I: Iterator<Item = &'a Counts>>(
-    peer: &NodeId,
-    counts: &Counts,
-    others: impl Fn() -> I,
-) -> Vec<Finding> {
-    let attempts = counts.attempts();
-    if attempts < MIN_ATTEMPTS {
-        return Vec::new();
-    }
-    let mut out = Vec::new();
-    let pick: [(AnomalySignal, Part); 2] = [
-        (AnomalySignal::ErrorRate, |c| c.failed),
-        (AnomalySignal::ResetRate, |c| c.reset),
-    ];
-    for (signal, part) in pick {
-        let failures = part(counts);
-        if failures < MIN_FAILURES {
-            continue;
-        }
-        let reference = median(
-            others()
-                .filter(|c| c.attempts() >= MIN_ATTEMPTS)
-                .map(|c| share(part(c), c.attempts()))
-                .collect(),
-        );
-        let Some(reference) = reference else {
-            continue;
-        };
-        let value = share(failures, attempts);
-        if value >= MIN_SHARE
-            && value >= reference * RATE_FACTOR
-            && value - reference >= RATE_MARGIN
-        {
-            out.push(Finding {
-                subject: peer.clone(),
-                signal,
-                value,
-                reference,
-            });
-        }
-    }
-    out
-}
-
-/// Ejected at least [`MIN_EJECTIONS`] times in the window (so its half-open probe failed too),
-/// while the other peers this agent calls (at least one, with [`MIN_ATTEMPTS`] attempts) were
-/// ejected far less. Outlier ejection stops a peer's failures after a handful, so a peer that
-/// turns bad after serving well never reaches an anomalous error share: its earlier successes
-/// outweigh the few failures in the window. Its repeated ejection is the evidence instead.
-fn ejection_finding<'a, I: Iterator<Item = &'a Counts>>(
-    peer: &NodeId,
-    counts: &Counts,
-    others: impl Fn() -> I,
-) -> Option<Finding> {
-    if counts.ejected < MIN_EJECTIONS {
-        return None;
-    }
-    let reference = median(
-        others()
-            .filter(|c| c.attempts() >= MIN_ATTEMPTS)
-            .map(|c| f64::from(c.ejected))
-            .collect(),
-    )?;
-    let value = f64::from(counts.ejected);
-    (value >= reference * RATE_FACTOR && value - reference >= 1.0).then(|| Finding {
-        subject: peer.clone(),
-        signal: AnomalySignal::RepeatedEjection,
-        value,
-        reference,
-    })
-}
-
-/// Violations and refusals, as rates per second over the window, far above the other peers'.
-fn count_findings<'a, I: Iterator<Item = &'a Counts>>(
-    peer: &NodeId,
-    counts: &Counts,
-    others: impl Fn() -> I,
-) -> Vec<Finding> {
-    let window = OBSERVE_WINDOW.as_secs_f64();
-    let mut out = Vec::new();
-    let pick: [(AnomalySignal, u32, Part); 3] = [
-        (AnomalySignal::HandshakeViolation, MIN_VIOLATIONS, |c| {
-            c.handshake
-        }),
-        (AnomalySignal::ProtocolViolation, MIN_VIOLATIONS, |c| {
-            c.protocol
-        }),
-        (AnomalySignal::PolicyRefusals, MIN_REFUSALS, |c| c.policy),
-    ];
-    for (signal, minimum, part) in pick {
-        let count = part(counts);
-        if count < minimum {
-            continue;
-        }
-        let value = f64::from(count) / window;
-        let reference =
-            median(others().map(|c| f64::from(part(c)) / window).collect()).unwrap_or(0.0);
-        if value >= reference * RATE_FACTOR {
-            out.push(Finding {
-                subject: peer.clone(),
-                signal,
-                value,
-                reference,
-            });
-        }
-    }
-    out
-}
-
-/// Recent traffic far above the peer's own history.
-fn surge_finding(peer: &NodeId, record: &PeerRecord, index: u64) -> Option<Finding> {
-    let history = record.history.rate()?;
-    if history < SURGE_HISTORY_FLOOR {
-        return None;
-    }
-    let recent = f64::from(record.recent_served(index)) / SURGE_RECENT.as_secs_f64();
-    (recent >= SURGE_FLOOR && recent >= history * SURGE_FACTOR).then(|| Finding {
-        subject: peer.clone(),
-        signal: AnomalySignal::TrafficSurge,
-        value: recent,
-        reference: history,
-    })
 }
 
 #[cfg(test)]

@@ -1,3 +1,6 @@
+use bytes::Bytes;
+use raft::{GetEntriesContext, Storage, StorageError};
+
 use super::*;
 
 fn entry(index: u64, term: u64) -> Entry {
