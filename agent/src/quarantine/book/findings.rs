@@ -3,6 +3,8 @@
 
 use plexus_protocol::{AnomalySignal, NodeId};
 
+use crate::decide::median;
+
 use super::{
     Counts, PeerRecord, MIN_ATTEMPTS, MIN_EJECTIONS, MIN_FAILURES, MIN_REFUSALS, MIN_SHARE,
     MIN_VIOLATIONS, OBSERVE_WINDOW, RATE_FACTOR, RATE_MARGIN, SURGE_FACTOR, SURGE_FLOOR,
@@ -22,20 +24,6 @@ impl Finding {
     pub(super) fn severity(&self) -> f64 {
         self.value / self.reference.max(0.01)
     }
-}
-
-/// The median of some values (the mean of the middle two for an even count).
-fn median(mut values: Vec<f64>) -> Option<f64> {
-    if values.is_empty() {
-        return None;
-    }
-    values.sort_by(f64::total_cmp);
-    let mid = values.len() / 2;
-    Some(if values.len() % 2 == 0 {
-        (values[mid - 1] + values[mid]) / 2.0
-    } else {
-        values[mid]
-    })
 }
 
 fn share(part: u32, whole: u32) -> f64 {
@@ -72,8 +60,7 @@ pub(super) fn share_findings<'a, I: Iterator<Item = &'a Counts>>(
         let reference = median(
             others()
                 .filter(|c| c.attempts() >= MIN_ATTEMPTS)
-                .map(|c| share(part(c), c.attempts()))
-                .collect(),
+                .map(|c| share(part(c), c.attempts())),
         );
         let Some(reference) = reference else {
             continue;
@@ -110,8 +97,7 @@ pub(super) fn ejection_finding<'a, I: Iterator<Item = &'a Counts>>(
     let reference = median(
         others()
             .filter(|c| c.attempts() >= MIN_ATTEMPTS)
-            .map(|c| f64::from(c.ejected))
-            .collect(),
+            .map(|c| f64::from(c.ejected)),
     )?;
     let value = f64::from(counts.ejected);
     (value >= reference * RATE_FACTOR && value - reference >= 1.0).then(|| Finding {
@@ -145,8 +131,7 @@ pub(super) fn count_findings<'a, I: Iterator<Item = &'a Counts>>(
             continue;
         }
         let value = f64::from(count) / window;
-        let reference =
-            median(others().map(|c| f64::from(part(c)) / window).collect()).unwrap_or(0.0);
+        let reference = median(others().map(|c| f64::from(part(c)) / window)).unwrap_or(0.0);
         if value >= reference * RATE_FACTOR {
             out.push(Finding {
                 subject: peer.clone(),
