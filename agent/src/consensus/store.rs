@@ -1,5 +1,5 @@
-//! The decision log on disk: raft-rs's [`Storage`] over an in-memory log that every write mirrors
-//! to a redb database under `data_dir`.
+//! The decision log on disk: raft-rs's [`raft::Storage`] over an in-memory log that every write
+//! mirrors to a redb database under `data_dir`.
 //!
 //! redb because it is a pure-Rust embedded store with ACID transactions and fsync on commit
 //! (`Durability::Immediate`): one transaction per Raft `Ready` writes the new entries, the hard
@@ -125,7 +125,7 @@ impl LogCore {
     }
 }
 
-/// The decision log: raft-rs reads it through [`Storage`]; the driver writes it with
+/// The decision log: raft-rs reads it through [`raft::Storage`]; the driver writes it with
 /// [`LogStore::persist`]. Cloning shares the same log.
 #[derive(Clone)]
 pub struct LogStore {

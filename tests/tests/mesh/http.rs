@@ -429,7 +429,7 @@ async fn hedged_requests_hide_a_stalled_endpoint() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn ctl_routes_shows_endpoints_and_limits() {
-    let m = HttpMesh::start(2, &[], "").await;
+    let m = HttpMesh::start(2, &["", "adaptive_limit = false"], "").await;
     m.load(1, 20).await;
     let admin = m.caller.admin_addr.to_string();
     let (code, out, err) = plexus_tests::run_plexus(&["ctl", "--admin", &admin, "routes"]);
@@ -444,6 +444,21 @@ async fn ctl_routes_shows_endpoints_and_limits() {
     let routes: serde_json::Value = serde_json::from_str(&out).unwrap();
     assert_eq!(routes["services"][0]["service"], "api");
     assert!(routes["services"][0]["concurrency_limit"].as_u64().unwrap() >= 4);
+    // The limit is exported where there is one, and only there (not as a limit of 0).
+    let limit = "plexus_concurrency_limit{service=\"api\"}";
+    assert!(agent_metric(&m.servers[0], limit) >= 4.0);
+    for _ in 0..10 {
+        if m.backends[1].behaviour.hits() > 0 {
+            break;
+        }
+        m.load(1, 20).await;
+    }
+    assert!(m.backends[1].behaviour.hits() > 0, "srv-1 served");
+    let unlimited = m.servers[1].telemetry.render();
+    assert!(
+        !unlimited.contains("plexus_concurrency_limit{"),
+        "{unlimited}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -28,17 +28,19 @@ pub struct LocalHttp {
     local: Arc<LocalPool>,
     load: LoadBook,
     telemetry: Telemetry,
-    /// Each hosted service's admission metrics, looked up once rather than on every request.
+    /// Each hosted service's admission metrics, kept by service name rather than looked up by
+    /// labels (a label set built and hashed) on every request.
     meters: Arc<Mutex<HashMap<ServiceName, AdmissionMeters>>>,
     spans: Option<SpanSink>,
     access: Arc<AccessGate>,
 }
 
-/// A hosted service's shed count and current concurrency limit.
+/// A hosted service's shed count and, when it has an adaptive limit, the current limit (a
+/// service without one exports no limit gauge, not a limit of 0).
 #[derive(Clone)]
 struct AdmissionMeters {
     shed: metrics::Counter,
-    limit: metrics::Gauge,
+    limit: Option<metrics::Gauge>,
 }
 
 impl LocalHttp {
@@ -66,7 +68,10 @@ impl LocalHttp {
         let labels = [("service", service.as_str())];
         let made = AdmissionMeters {
             shed: self.telemetry.counter(names::SHED, &labels),
-            limit: self.telemetry.gauge(names::CONCURRENCY_LIMIT, &labels),
+            limit: self
+                .load
+                .limit(service)
+                .map(|_| self.telemetry.gauge(names::CONCURRENCY_LIMIT, &labels)),
         };
         meters.insert(service.clone(), made.clone());
         made
@@ -156,8 +161,8 @@ impl LocalHttp {
             self.refused(service.as_str(), "overloaded");
             return overloaded_answer();
         };
-        if let Some(limit) = self.load.limit(&service) {
-            meters.limit.set(f64::from(limit.limit));
+        if let (Some(gauge), Some(limit)) = (&meters.limit, self.load.limit(&service)) {
+            gauge.set(f64::from(limit.limit));
         }
         request.headers_mut().insert(TRACEPARENT, trace.header());
         let upgrade = is_upgrade(request.headers());

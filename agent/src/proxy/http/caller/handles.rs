@@ -3,7 +3,7 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use hyper::StatusCode;
 use metrics::{Counter, Histogram};
@@ -23,13 +23,15 @@ pub struct AttemptMetrics {
     pub duration: Histogram,
 }
 
-/// The handles of one `[[upstream]]`, labelled `direction = "outbound"` and its service.
+/// The handles of one `[[upstream]]`, labelled `direction = "outbound"` and its service. Each
+/// is made on first use, so `/metrics` shows only series that have counted something, as a
+/// lookup per request did.
 pub struct CallerMetrics {
     telemetry: Telemetry,
     service: String,
     /// Requests as the app sees them, by status class and source.
-    requests: [[Counter; 2]; 5],
-    response_bytes: Counter,
+    requests: [[OnceLock<Counter>; 2]; 5],
+    response_bytes: OnceLock<Counter>,
     /// Attempts by endpoint and outcome: an entry per endpoint ever tried and outcome seen,
     /// as many as the registry itself keeps.
     attempts: Mutex<HashMap<(SocketAddr, Outcome), AttemptMetrics>>,
@@ -37,39 +39,44 @@ pub struct CallerMetrics {
 
 impl CallerMetrics {
     pub fn new(telemetry: Telemetry, service: &str) -> Self {
-        let requests = STATUS_CLASSES.map(|class| {
-            SOURCES.map(|source| {
-                telemetry.counter(
-                    names::REQUESTS,
-                    &[
-                        ("direction", "outbound"),
-                        ("service", service),
-                        ("status_class", class),
-                        ("source", source),
-                    ],
-                )
-            })
-        });
-        let response_bytes = telemetry.counter(
-            names::RESPONSE_BYTES,
-            &[("direction", "outbound"), ("service", service)],
-        );
         Self {
             telemetry,
             service: service.to_owned(),
-            requests,
-            response_bytes,
+            requests: Default::default(),
+            response_bytes: OnceLock::new(),
             attempts: Mutex::default(),
         }
     }
 
     /// The counter of answers to the app with `status`, made by the agent or the service.
     pub fn request(&self, status: StatusCode, agent_made: bool) -> &Counter {
-        &self.requests[status_class(status)][usize::from(agent_made)]
+        let class = status_class(status);
+        let source = usize::from(agent_made);
+        self.requests[class][source].get_or_init(|| {
+            self.telemetry.counter(
+                names::REQUESTS,
+                &[
+                    ("direction", "outbound"),
+                    ("service", self.service.as_str()),
+                    ("status_class", STATUS_CLASSES[class]),
+                    ("source", SOURCES[source]),
+                ],
+            )
+        })
     }
 
     pub fn response_bytes(&self) -> Counter {
-        self.response_bytes.clone()
+        self.response_bytes
+            .get_or_init(|| {
+                self.telemetry.counter(
+                    names::RESPONSE_BYTES,
+                    &[
+                        ("direction", "outbound"),
+                        ("service", self.service.as_str()),
+                    ],
+                )
+            })
+            .clone()
     }
 
     /// The handles for an attempt to `endpoint` that ended with `outcome`.
@@ -113,6 +120,10 @@ mod tests {
     fn cached_handles_count_under_the_labels_of_a_lookup() {
         let telemetry = Telemetry::new();
         let metrics = CallerMetrics::new(telemetry.clone(), "payments");
+        assert!(
+            !telemetry.render().contains("payments"),
+            "no series before anything is counted"
+        );
         let endpoint: SocketAddr = "127.0.0.1:7000".parse().unwrap();
         metrics.request(StatusCode::OK, false).increment(2);
         metrics.request(StatusCode::BAD_GATEWAY, true).increment(1);
