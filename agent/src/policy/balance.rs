@@ -107,8 +107,20 @@ impl PeakEwma {
     }
 
     /// The score P2C compares: lower is better.
+    ///
+    /// Only an idle endpoint's estimate decays. Decay is how an avoided endpoint gets tried
+    /// again, and one try is enough to learn whether it is still slow: while that try is in
+    /// flight the endpoint is scored on its last estimate. Otherwise an estimate decayed far
+    /// below the others' (a consistently slow endpoint left alone for a while, while the
+    /// others' peaks carry every hiccup of a busy host) drew a burst of requests, one per
+    /// caller's pick, before the first of them answered.
     pub fn score(&self, config: &BalanceConfig, now: Instant, weight: f64) -> f64 {
-        let cost = self.cost_ns * self.decay_weight(config, now) * self.bias(config, now);
+        let decay = if self.in_flight == 0 {
+            self.decay_weight(config, now)
+        } else {
+            1.0
+        };
+        let cost = self.cost_ns * decay * self.bias(config, now);
         cost * f64::from(self.in_flight + 1) / weight.max(f64::MIN_POSITIVE)
     }
 
@@ -230,6 +242,34 @@ mod tests {
             stalled.cost(&config, now),
             steady.cost(&config, now),
         );
+    }
+
+    #[test]
+    fn an_endpoint_tried_again_after_decay_takes_one_request_until_it_answers() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let (mut slow, mut fast) = (
+            PeakEwma::starting_at(2 * MS, t0),
+            PeakEwma::starting_at(2 * MS, t0),
+        );
+        slow.start();
+        slow.finish(&config, t0, 40 * MS, Outcome::Success);
+        // The fast endpoint's answers carry a busy host's hiccups: its estimate sits at 10 ms.
+        let mut now = t0;
+        while now < t0 + Duration::from_secs(12) {
+            now += 10 * MS;
+            fast.start();
+            fast.finish(&config, now, 10 * MS, Outcome::Success);
+        }
+        // Left alone, the slow endpoint's estimate decays far below the fast one's: it is tried.
+        assert!(slow.cost(&config, now) < MS);
+        assert!(slow.score(&config, now, 1.0) < fast.score(&config, now, 1.0));
+        // Once that try is in flight it is scored on what it last showed, so the next
+        // requests go elsewhere until the try answers.
+        slow.start();
+        assert!(slow.score(&config, now, 1.0) > 5.0 * fast.score(&config, now, 1.0));
+        slow.finish(&config, now + 40 * MS, 40 * MS, Outcome::Success);
+        assert_eq!(slow.cost(&config, now + 40 * MS), 40 * MS);
     }
 
     #[test]

@@ -32,7 +32,8 @@ struct HostedLoad {
 #[derive(Debug, Clone)]
 pub struct LoadBook {
     hosted: Arc<HashMap<ServiceName, HostedLoad>>,
-    edges: Arc<Mutex<HashMap<(String, ServiceName), RequestWindow>>>,
+    /// By caller, then callee: found per request without building an owned key.
+    edges: Arc<Mutex<HashMap<String, HashMap<ServiceName, RequestWindow>>>>,
 }
 
 /// One hosted service's load, read.
@@ -198,8 +199,14 @@ impl LoadBook {
     pub fn record_edge(&self, caller: &str, callee: &ServiceName, latency: Duration, ok: bool) {
         let now = Instant::now();
         let mut edges = self.edges.lock().expect("edge load lock poisoned");
+        if let Some(window) = edges.get_mut(caller).and_then(|c| c.get_mut(callee)) {
+            window.record(now, latency, ok);
+            return;
+        }
         edges
-            .entry((caller.to_owned(), callee.clone()))
+            .entry(caller.to_owned())
+            .or_default()
+            .entry(callee.clone())
             .or_insert_with(|| RequestWindow::new(LOAD_WINDOW, now))
             .record(now, latency, ok);
     }
@@ -236,17 +243,20 @@ impl LoadBook {
     pub fn edges(&self, now: Instant) -> Vec<EdgeReading> {
         let mut edges = self.edges.lock().expect("edge load lock poisoned");
         let mut out = Vec::new();
-        edges.retain(|(caller, callee), window| {
-            let reading = window.read(now);
-            let active = reading.requests_per_sec > 0.0;
-            if active {
-                out.push(EdgeReading {
-                    caller: caller.clone(),
-                    callee: callee.clone(),
-                    window: reading,
-                });
-            }
-            active
+        edges.retain(|caller, callees| {
+            callees.retain(|callee, window| {
+                let reading = window.read(now);
+                let active = reading.requests_per_sec > 0.0;
+                if active {
+                    out.push(EdgeReading {
+                        caller: caller.clone(),
+                        callee: callee.clone(),
+                        window: reading,
+                    });
+                }
+                active
+            });
+            !callees.is_empty()
         });
         out.sort_by(|a, b| {
             b.window
@@ -317,5 +327,19 @@ mod tests {
         assert_eq!(edges[0].callee, name("payments"));
         assert!(edges[0].window.errors_per_sec > 0.0);
         assert_eq!(edges.len(), 2);
+    }
+
+    #[test]
+    fn idle_edges_are_forgotten() {
+        let book = LoadBook::new([]);
+        let then = Instant::now();
+        book.record_edge("web", &name("db"), Duration::from_millis(1), true);
+        assert_eq!(book.edges(then).len(), 1);
+        let later = then + LOAD_WINDOW * 3;
+        assert!(book.edges(later).is_empty());
+        assert!(
+            book.edges.lock().unwrap().is_empty(),
+            "nothing kept for web"
+        );
     }
 }
