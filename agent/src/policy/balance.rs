@@ -3,7 +3,8 @@
 //! Each endpoint keeps a peak-sensitive moving average of its latency: a slower observation
 //! replaces the estimate at once (the peak), a faster one is blended in with a weight that
 //! depends on the time since the last update, and with no observations the estimate decays
-//! toward zero, so an endpoint that was avoided gets tried again. Its score is
+//! toward zero, so an endpoint that was avoided gets tried again (one request at a time: while
+//! that try is in flight it is scored on its last estimate). Its score is
 //! `cost × (in_flight + 1) ÷ weight`; of two endpoints drawn at random the lower score wins.
 //!
 //! A fast-failing endpoint must not win because its errors are quick. A failure, timeout or
