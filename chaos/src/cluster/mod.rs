@@ -60,6 +60,8 @@ pub struct NodeProc {
     pub variant: Variant,
     /// Set when it exited without the harness asking; taken by the observer.
     pub unexpected_exit: Option<ExitStatus>,
+    /// The harness sent SIGTERM (a graceful restart): the exit that follows was asked for.
+    terminating: bool,
 }
 
 /// The mesh CA and every node of the run.
@@ -162,6 +164,7 @@ impl Cluster {
                 state: ProcState::Down,
                 variant: Variant::Good,
                 unexpected_exit: None,
+                terminating: false,
             });
         }
         Ok(Self {
@@ -255,6 +258,7 @@ impl Cluster {
             .spawn()
             .map_err(|e| format!("{name}: cannot start {}: {e}", bin.display()))?;
         node.child = Some(child);
+        node.terminating = false;
         node.state = ProcState::Running;
         node.variant = variant;
         node.unexpected_exit = None;
@@ -322,6 +326,7 @@ impl Cluster {
                 signal(child.id(), Signal::CONT)?;
             }
             signal(child.id(), Signal::TERM)?;
+            node.terminating = true;
         }
         Ok(())
     }
@@ -352,19 +357,26 @@ impl Cluster {
         Ok(())
     }
 
-    /// Notes processes that exited on their own (a refused certificate, a crash).
+    /// Notes processes that exited on their own (a refused certificate, a crash). One the
+    /// harness sent SIGTERM is reaped too, but its clean exit is not news: the restart waiting
+    /// for it and this check race for the same exit.
     pub fn reap(&mut self) -> Vec<(String, ExitStatus)> {
         let mut out = Vec::new();
+        let mut exited = Vec::new();
         for node in &mut self.nodes {
             if let Some(child) = &mut node.child {
                 if let Ok(Some(status)) = child.try_wait() {
                     node.child = None;
                     node.state = ProcState::Down;
-                    out.push((node.name.clone(), status));
+                    exited.push(node.name.clone());
+                    let asked = std::mem::take(&mut node.terminating);
+                    if !(asked && status.success()) {
+                        out.push((node.name.clone(), status));
+                    }
                 }
             }
         }
-        for (name, _) in &out {
+        for name in &exited {
             self.hold_again(name);
         }
         out
