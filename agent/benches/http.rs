@@ -30,7 +30,9 @@
 //!
 //! Diagnostic variants (off by default): `HTTP_BENCH_ADAPTIVE_LIMIT=off` turns node-b's
 //! adaptive concurrency limit off; `HTTP_BENCH_WARM=1` keeps every CPU awake with `nice -n 19`
-//! spinners (this binary with `--spin`), as the proxy bench's "warm" condition.
+//! spinners (this binary with `--spin`), as the proxy bench's "warm" condition;
+//! `HTTP_BENCH_WORKERS=N` runs each agent on N runtime workers (`worker_threads`) instead of
+//! the default one.
 //!
 //! Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
@@ -232,6 +234,11 @@ fn main() {
     );
     if no_limit {
         description.push_str("; DIAGNOSTIC: node-b adaptive_limit = false");
+    }
+    if let Ok(n) = std::env::var("HTTP_BENCH_WORKERS") {
+        description.push_str(&format!(
+            "; DIAGNOSTIC: worker_threads = {n} on both agents"
+        ));
     }
     if warm {
         description.push_str("; DIAGNOSTIC: warm (nice 19 spinners on every CPU)");

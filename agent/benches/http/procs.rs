@@ -131,10 +131,15 @@ pub async fn spawn_agent(
 ) -> (Proc, SocketAddr) {
     let admin: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
     let config = dir.join(format!("{node}.toml"));
+    // Diagnostic variant: `HTTP_BENCH_WORKERS=N` runs each agent on N runtime workers.
+    let workers = std::env::var("HTTP_BENCH_WORKERS")
+        .ok()
+        .and_then(|v| v.parse::<usize>().ok())
+        .map_or(String::new(), |n| format!("worker_threads = {n}\n"));
     fs::write(
         &config,
         format!(
-            "listen = \"127.0.0.1:{quic}\"\nadmin = \"{admin}\"\n[tls]\nca = \"{node}/ca.pem\"\ncert = \"{node}/node.pem\"\nkey = \"{node}/node.key\"\n{extra}"
+            "{workers}listen = \"127.0.0.1:{quic}\"\nadmin = \"{admin}\"\n[tls]\nca = \"{node}/ca.pem\"\ncert = \"{node}/node.pem\"\nkey = \"{node}/node.key\"\n{extra}"
         ),
     )
     .unwrap();

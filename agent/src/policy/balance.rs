@@ -2,10 +2,15 @@
 //!
 //! Each endpoint keeps a peak-sensitive moving average of its latency: a slower observation
 //! replaces the estimate at once (the peak), a faster one is blended in with a weight that
-//! depends on the time since the last update, and with no observations the estimate decays
-//! toward zero, so an endpoint that was avoided gets tried again (one request at a time: while
+//! depends on the time since the last update but is never below
+//! [`BalanceConfig::sample_weight`] (so a run of fast answers washes out a peak that a stall
+//! of the caller's own host put on every endpoint in use), and with no observations the
+//! estimate decays toward zero, so an endpoint that was avoided gets tried again (one request at a time: while
 //! that try is in flight it is scored on its last estimate). Its score is
 //! `cost × (in_flight + 1) ÷ weight`; of two endpoints drawn at random the lower score wins.
+//! Until an endpoint first answers its estimate is a guess, which that answer replaces; the
+//! endpoint set ([`super::route`]) keeps the guess at the answered endpoints' median. A
+//! cancelled attempt only bounds the answer's time from below: it never lowers an estimate.
 //!
 //! A fast-failing endpoint must not win because its errors are quick. A failure, timeout or
 //! overload answer never lowers the estimate (it is recorded as at least the current one), and
@@ -31,6 +36,14 @@ pub struct BalanceConfig {
     pub decay: Duration,
     /// How fast a failure bias fades when nothing new is learned.
     pub bias_half_life: Duration,
+    /// The least weight a faster answer gets in the moving average, however soon it follows
+    /// the one before. With time alone (Finagle, Linkerd), a busy endpoint's peak fades with
+    /// `decay` whatever number of fast answers follow it: one stall of the caller's own host
+    /// lifts every endpoint in use for about that long, and an endpoint left alone because it
+    /// is truly slow looks better meanwhile and is drawn back in. With this floor a run of
+    /// fast answers washes a peak out (to 1/e after 20 at 0.05); at light load, when answers
+    /// are further apart than `decay × sample_weight`, time alone still rules.
+    pub sample_weight: f64,
 }
 
 impl Default for BalanceConfig {
@@ -44,6 +57,7 @@ impl Default for BalanceConfig {
             // is forgotten in ~6 s, and a 10x slower endpoint is still left within one answer.
             decay: Duration::from_secs(2),
             bias_half_life: Duration::from_millis(100),
+            sample_weight: 0.05,
         }
     }
 }
@@ -57,6 +71,9 @@ pub struct PeakEwma {
     /// Failures in a row (as a power of two) and when the last one was seen.
     bias_exponent: u32,
     bias_stamp: Instant,
+    /// Whether an answer has been seen: until then the estimate is a guess (the default, or
+    /// the other endpoints' median), which the first answer replaces rather than blends into.
+    measured: bool,
 }
 
 /// The bias stops doubling here (2^8 = 256 times the cost).
@@ -70,6 +87,7 @@ impl PeakEwma {
             in_flight: 0,
             bias_exponent: 0,
             bias_stamp: now,
+            measured: false,
         }
     }
 
@@ -84,6 +102,7 @@ impl PeakEwma {
             in_flight: 0,
             bias_exponent: 0,
             bias_stamp: now,
+            measured: false,
         }
     }
 
@@ -129,6 +148,11 @@ impl PeakEwma {
         self.in_flight
     }
 
+    /// Whether an answer (not a cancelled attempt) has been seen.
+    pub fn measured(&self) -> bool {
+        self.measured
+    }
+
     /// A request to this endpoint started.
     pub fn start(&mut self) {
         self.in_flight += 1;
@@ -144,7 +168,13 @@ impl PeakEwma {
     ) {
         self.in_flight = self.in_flight.saturating_sub(1);
         let rtt = if outcome == Outcome::Cancelled {
-            nanos(rtt)
+            // Only a lower bound on the answer's time (a hedge won, the app left, the deadline
+            // passed before sending): it may raise the estimate, never lower it.
+            if nanos(rtt) > self.cost_ns {
+                self.cost_ns = nanos(rtt);
+                self.stamp = now;
+            }
+            return;
         } else if outcome == Outcome::Success {
             self.bias_exponent = 0;
             nanos(rtt)
@@ -155,10 +185,14 @@ impl PeakEwma {
             self.bias_stamp = now;
             nanos(rtt).max(self.cost_ns * self.decay_weight(config, now))
         };
-        if rtt > self.cost_ns {
+        let guess = !self.measured;
+        self.measured = true;
+        if rtt > self.cost_ns || guess {
             self.cost_ns = rtt;
         } else {
-            let w = self.decay_weight(config, now);
+            let w = self
+                .decay_weight(config, now)
+                .min(1.0 - config.sample_weight.clamp(0.0, 1.0));
             self.cost_ns = self.cost_ns * w + rtt * (1.0 - w);
         }
         self.stamp = now;
@@ -208,6 +242,24 @@ mod tests {
         e.finish(&config, t0 + 100 * MS, 10 * MS, Outcome::Success);
         let cost = e.cost(&config, t0 + 100 * MS);
         assert!(cost < 100 * MS && cost > 90 * MS, "{cost:?}");
+    }
+
+    #[test]
+    fn the_first_answer_replaces_the_guess_it_started_from() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let mut e = PeakEwma::new(&config, t0);
+        assert!(!e.measured());
+        // A cancelled attempt (a hedge that lost, an app that left) is no measurement, and
+        // its time, a lower bound, never lowers the estimate.
+        e.start();
+        e.finish(&config, t0, MS, Outcome::Cancelled);
+        assert!(!e.measured());
+        assert_eq!(e.cost(&config, t0), config.default_rtt);
+        e.start();
+        e.finish(&config, t0 + MS, 2 * MS, Outcome::Success);
+        assert!(e.measured());
+        assert_eq!(e.cost(&config, t0 + MS), 2 * MS);
     }
 
     #[test]

@@ -38,6 +38,8 @@ pub struct EndpointSet {
     detector: OutlierDetector,
     endpoints: Vec<Endpoint>,
     trackers: Vec<OutlierTracker>,
+    /// Endpoints that have not answered yet, scored on a guess.
+    unmeasured: usize,
 }
 
 impl EndpointSet {
@@ -47,6 +49,7 @@ impl EndpointSet {
             detector: OutlierDetector::new(outlier, now),
             endpoints: Vec::new(),
             trackers: Vec::new(),
+            unmeasured: 0,
         }
     }
 
@@ -86,6 +89,29 @@ impl EndpointSet {
             };
             self.endpoints.push(endpoint);
             self.trackers.push(tracker);
+        }
+        self.unmeasured = self.endpoints.iter().filter(|e| !e.ewma.measured()).count();
+    }
+
+    /// Endpoints that have not answered yet start again at the median estimate of those that
+    /// have. Called when an endpoint answers for the first time: otherwise the endpoints that
+    /// answered first soon showed their true latency while the others kept the default guess
+    /// (30 ms), and at light load took every request for the seconds that guess took to decay.
+    fn rebase_unmeasured(&mut self, now: Instant) {
+        let mut costs: Vec<Duration> = self
+            .endpoints
+            .iter()
+            .filter(|e| e.ewma.measured())
+            .map(|e| e.ewma.cost(&self.balance, now))
+            .collect();
+        costs.sort();
+        let Some(median) = costs.get(costs.len() / 2).copied() else {
+            return;
+        };
+        for e in &mut self.endpoints {
+            if !e.ewma.measured() && e.ewma.in_flight() == 0 {
+                e.ewma = PeakEwma::starting_at(median, now);
+            }
         }
     }
 
@@ -157,9 +183,16 @@ impl EndpointSet {
         outcome: Outcome,
     ) -> Option<Transition> {
         let i = self.endpoints.iter().position(|e| e.addr == addr)?;
+        let guess = !self.endpoints[i].ewma.measured();
         self.endpoints[i]
             .ewma
             .finish(&self.balance, now, rtt, outcome);
+        if guess && self.endpoints[i].ewma.measured() {
+            self.unmeasured = self.unmeasured.saturating_sub(1);
+            if self.unmeasured > 0 {
+                self.rebase_unmeasured(now);
+            }
+        }
         if outcome == Outcome::Cancelled {
             self.trackers[i].abandoned();
             return None;

@@ -431,6 +431,18 @@ async fn hedged_requests_hide_a_stalled_endpoint() {
 async fn ctl_routes_shows_endpoints_and_limits() {
     let m = HttpMesh::start(2, &["", "adaptive_limit = false"], "").await;
     m.load(1, 20).await;
+    // The balancer may keep to one endpoint for a while (the other is unmeasured): load until
+    // both served, so each hosted service has admitted requests.
+    for _ in 0..10 {
+        if m.backends.iter().all(|b| b.behaviour.hits() > 0) {
+            break;
+        }
+        m.load(1, 20).await;
+    }
+    assert!(
+        m.backends.iter().all(|b| b.behaviour.hits() > 0),
+        "both services served"
+    );
     let admin = m.caller.admin_addr.to_string();
     let (code, out, err) = plexus_tests::run_plexus(&["ctl", "--admin", &admin, "routes"]);
     assert_eq!(code, 0, "{err}");
@@ -447,13 +459,6 @@ async fn ctl_routes_shows_endpoints_and_limits() {
     // The limit is exported where there is one, and only there (not as a limit of 0).
     let limit = "plexus_concurrency_limit{service=\"api\"}";
     assert!(agent_metric(&m.servers[0], limit) >= 4.0);
-    for _ in 0..10 {
-        if m.backends[1].behaviour.hits() > 0 {
-            break;
-        }
-        m.load(1, 20).await;
-    }
-    assert!(m.backends[1].behaviour.hits() > 0, "srv-1 served");
     let unlimited = m.servers[1].telemetry.render();
     assert!(
         !unlimited.contains("plexus_concurrency_limit{"),

@@ -115,6 +115,61 @@ fn a_ten_times_slower_endpoint_loses_its_share_within_two_seconds() {
     assert!(after < 0.10, "share 2 s after slowing down: {after}");
 }
 
+/// The caller's host stalls for `stall` every `every`: an answer due during a stall is seen
+/// when it ends, so every endpoint in use looks slow for a moment, the slow one left alone
+/// does not.
+fn seen_after_stalls(
+    sent_at: Duration,
+    latency: Duration,
+    every: Duration,
+    stall: Duration,
+) -> Duration {
+    let due = sent_at + latency;
+    let into = Duration::from_nanos((due.as_nanos() % every.as_nanos()) as u64);
+    if into < stall {
+        latency + (stall - into)
+    } else {
+        latency
+    }
+}
+
+#[test]
+fn a_slow_endpoint_stays_out_when_the_callers_host_stalls() {
+    // 200 req/s over three endpoints, one of them 35 ms against 2 ms (the chaos harness's
+    // `slow-endpoint`), and the caller's host stalls for 40 ms every 700 ms: the answers of the
+    // endpoints in use arrive up to 40 ms late, as slow as the slow one.
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let slow_from = Duration::from_secs(5);
+    let (every, stall) = (700 * MS, 40 * MS);
+    let run = simulate(&mut s, t0, 200, Duration::from_secs(15), |to, now| {
+        let base = if to == addr(3) && now >= slow_from {
+            35 * MS
+        } else {
+            2 * MS
+        };
+        (seen_after_stalls(now, base, every, stall), Outcome::Success)
+    });
+    let before = share(&run.sent, Duration::ZERO, slow_from, addr(3));
+    assert!(before > 0.15, "before: {before}");
+    // Its share in every 250 ms slice from 2 s after it slowed down stays under 10 %.
+    let mut from = slow_from + Duration::from_secs(2);
+    let mut worst: (f64, Duration) = (0.0, from);
+    while from + 250 * MS <= Duration::from_secs(15) {
+        let share = share(&run.sent, from, from + 250 * MS, addr(3));
+        if share > worst.0 {
+            worst = (share, from);
+        }
+        from += 250 * MS;
+    }
+    assert!(
+        worst.0 < 0.10,
+        "the slow endpoint took {:.0} % of the slice at {:?}",
+        worst.0 * 100.0,
+        worst.1
+    );
+}
+
 #[test]
 fn a_fast_failing_endpoint_does_not_attract_traffic_and_is_ejected_within_a_handful() {
     let t0 = Instant::now();
@@ -245,4 +300,24 @@ fn an_endpoint_that_joins_gets_its_share_at_once_at_light_load() {
         joined > 0.15,
         "the newcomer's share in its first 5 s: {joined}"
     );
+}
+
+#[test]
+fn endpoints_that_have_not_answered_yet_are_not_starved_by_those_that_have() {
+    // A new upstream at light load (one request at a time, 20 per second): the endpoint that
+    // answers first shows its true 1 ms at once, and the others start again from that, not
+    // from the 30 ms default guess, so they get their share from the first second.
+    let t0 = Instant::now();
+    let mut s = set(3, t0);
+    let run = simulate(&mut s, t0, 20, Duration::from_secs(1), |_, _| {
+        (MS, Outcome::Success)
+    });
+    for i in 1..=3 {
+        let served = run.sent.iter().filter(|s| s.to == addr(i)).count();
+        assert!(served >= 3, "endpoint {i} served {served} of 20");
+    }
+    assert!(s
+        .readings(t0 + Duration::from_secs(1))
+        .iter()
+        .all(|r| r.cost < 2 * MS));
 }
