@@ -5,8 +5,8 @@
 //! depends on the time since the last update but is never below
 //! [`BalanceConfig::sample_weight`] (so a run of fast answers washes out a peak that a stall
 //! of the caller's own host put on every endpoint in use), and with no observations the
-//! estimate decays toward zero, so an endpoint that was avoided gets tried again (one request at a time: while
-//! that try is in flight it is scored on its last estimate). Its score is
+//! estimate decays toward zero, so an endpoint that was avoided gets tried again (one request
+//! at a time: while that try is in flight it is scored on its last estimate). Its score is
 //! `cost × (in_flight + 1) ÷ weight`; of two endpoints drawn at random the lower score wins.
 //! Until an endpoint first answers its estimate is a guess, which that answer replaces; the
 //! endpoint set ([`super::route`]) keeps the guess at the answered endpoints' median. A
@@ -170,7 +170,7 @@ impl PeakEwma {
         let rtt = if outcome == Outcome::Cancelled {
             // Only a lower bound on the answer's time (a hedge won, the app left, the deadline
             // passed before sending): it may raise the estimate, never lower it.
-            if nanos(rtt) > self.cost_ns {
+            if nanos(rtt) > self.cost_ns * self.decay_weight(config, now) {
                 self.cost_ns = nanos(rtt);
                 self.stamp = now;
             }
@@ -260,6 +260,13 @@ mod tests {
         e.finish(&config, t0 + MS, 2 * MS, Outcome::Success);
         assert!(e.measured());
         assert_eq!(e.cost(&config, t0 + MS), 2 * MS);
+        // Left alone, the estimate decays; a cancelled attempt that took longer than the
+        // decayed estimate raises it to that time.
+        let later = t0 + 10 * config.decay;
+        assert!(e.cost(&config, later) < MS / 10);
+        e.start();
+        e.finish(&config, later, MS, Outcome::Cancelled);
+        assert_eq!(e.cost(&config, later), MS);
     }
 
     #[test]
