@@ -90,13 +90,24 @@ impl EndpointSet {
             self.endpoints.push(endpoint);
             self.trackers.push(tracker);
         }
-        self.unmeasured = self.endpoints.iter().filter(|e| !e.ewma.measured()).count();
+        self.count_unmeasured();
+    }
+
+    /// Counts the endpoints that may take requests but have not answered yet.
+    fn count_unmeasured(&mut self) {
+        self.unmeasured = self
+            .endpoints
+            .iter()
+            .filter(|e| !e.ewma.measured() && e.weight > 0.0)
+            .count();
     }
 
     /// Endpoints that have not answered yet start again at the median estimate of those that
-    /// have. Called when an endpoint answers for the first time: otherwise the endpoints that
-    /// answered first soon showed their true latency while the others kept the default guess
-    /// (30 ms), and at light load took every request for the seconds that guess took to decay.
+    /// have. Called on every answer while there are such endpoints (only then: in steady state
+    /// every endpoint has answered): otherwise the endpoints that answered first soon showed
+    /// their true latency while the others kept their guess (the 30 ms default, or a first
+    /// answer slowed by a cold start), and at light load took every request for the seconds
+    /// that guess took to decay.
     fn rebase_unmeasured(&mut self, now: Instant) {
         let mut costs: Vec<Duration> = self
             .endpoints
@@ -120,6 +131,7 @@ impl EndpointSet {
         if let Some(e) = self.endpoints.iter_mut().find(|e| e.addr == addr) {
             e.weight = weight.max(0.0);
         }
+        self.count_unmeasured();
     }
 
     pub fn len(&self) -> usize {
@@ -188,10 +200,10 @@ impl EndpointSet {
             .ewma
             .finish(&self.balance, now, rtt, outcome);
         if guess && self.endpoints[i].ewma.measured() {
-            self.unmeasured = self.unmeasured.saturating_sub(1);
-            if self.unmeasured > 0 {
-                self.rebase_unmeasured(now);
-            }
+            self.count_unmeasured();
+        }
+        if self.unmeasured > 0 && self.endpoints[i].ewma.measured() {
+            self.rebase_unmeasured(now);
         }
         if outcome == Outcome::Cancelled {
             self.trackers[i].abandoned();
