@@ -8,9 +8,9 @@
 //! estimate decays toward zero, so an endpoint that was avoided gets tried again (one request
 //! at a time: while that try is in flight it is scored on its last estimate). Its score is
 //! `cost × (in_flight + 1) ÷ weight`; of two endpoints drawn at random the lower score wins.
-//! Until an endpoint first answers its estimate is a guess, which that answer replaces; the
-//! endpoint set ([`super::route`]) keeps the guess at the answered endpoints' median. A
-//! cancelled attempt only bounds the answer's time from below: it never lowers an estimate.
+//! An endpoint never tried yet is tried first (one request at a time), and its first answer
+//! replaces the guess it started from. A cancelled attempt only bounds the answer's time from
+//! below: it never lowers an estimate.
 //!
 //! A fast-failing endpoint must not win because its errors are quick. A failure, timeout or
 //! overload answer never lowers the estimate (it is recorded as at least the current one), and
@@ -71,8 +71,9 @@ pub struct PeakEwma {
     /// Failures in a row (as a power of two) and when the last one was seen.
     bias_exponent: u32,
     bias_stamp: Instant,
-    /// Whether an answer has been seen: until then the estimate is a guess (the default, or
-    /// the other endpoints' median), which the first answer replaces rather than blends into.
+    /// Whether a try has ended: until then the estimate is a guess (the default, or the other
+    /// endpoints' median), which the first answer replaces rather than blends into, and the
+    /// endpoint, when idle, is tried before any measured one.
     measured: bool,
 }
 
@@ -135,6 +136,10 @@ impl PeakEwma {
     /// others' peaks carry every hiccup of a busy host) drew a burst of requests, one per
     /// caller's pick, before the first of them answered.
     pub fn score(&self, config: &BalanceConfig, now: Instant, weight: f64) -> f64 {
+        if !self.measured && self.in_flight == 0 {
+            // Never tried: tried first, one request at a time, so that it is measured.
+            return 0.0;
+        }
         let decay = if self.in_flight == 0 {
             self.decay_weight(config, now)
         } else {
@@ -148,7 +153,7 @@ impl PeakEwma {
         self.in_flight
     }
 
-    /// Whether an answer (not a cancelled attempt) has been seen.
+    /// Whether a try has ended (a cancelled one included).
     pub fn measured(&self) -> bool {
         self.measured
     }
@@ -169,11 +174,13 @@ impl PeakEwma {
         self.in_flight = self.in_flight.saturating_sub(1);
         let rtt = if outcome == Outcome::Cancelled {
             // Only a lower bound on the answer's time (a hedge won, the app left, the deadline
-            // passed before sending): it may raise the estimate, never lower it.
-            if nanos(rtt) > self.cost_ns * self.decay_weight(config, now) {
-                self.cost_ns = nanos(rtt);
+            // passed before sending): it may raise the estimate, never lower it. It ends the
+            // first try all the same: the endpoint is then scored on its guess.
+            if !self.measured || nanos(rtt) > self.cost_ns * self.decay_weight(config, now) {
+                self.cost_ns = nanos(rtt).max(self.cost_ns * self.decay_weight(config, now));
                 self.stamp = now;
             }
+            self.measured = true;
             return;
         } else if outcome == Outcome::Success {
             self.bias_exponent = 0;
@@ -250,16 +257,20 @@ mod tests {
         let t0 = Instant::now();
         let mut e = PeakEwma::new(&config, t0);
         assert!(!e.measured());
-        // A cancelled attempt (a hedge that lost, an app that left) is no measurement, and
-        // its time, a lower bound, never lowers the estimate.
+        // Never tried and idle: tried first.
+        assert_eq!(e.score(&config, t0, 1.0), 0.0);
         e.start();
-        e.finish(&config, t0, MS, Outcome::Cancelled);
-        assert!(!e.measured());
-        assert_eq!(e.cost(&config, t0), config.default_rtt);
-        e.start();
+        assert!(e.score(&config, t0, 1.0) > 0.0);
         e.finish(&config, t0 + MS, 2 * MS, Outcome::Success);
         assert!(e.measured());
         assert_eq!(e.cost(&config, t0 + MS), 2 * MS);
+        // A cancelled first try (a hedge that lost, an app that left) ends the first try; its
+        // time, a lower bound, never lowers the guess.
+        let mut c = PeakEwma::new(&config, t0);
+        c.start();
+        c.finish(&config, t0, MS, Outcome::Cancelled);
+        assert!(c.measured());
+        assert_eq!(c.cost(&config, t0), config.default_rtt);
         // Left alone, the estimate decays; a cancelled attempt that took longer than the
         // decayed estimate raises it to that time.
         let later = t0 + 10 * config.decay;
@@ -343,7 +354,7 @@ mod tests {
             Outcome::Timeout,
         ] {
             let mut e = PeakEwma::new(&config, t0);
-            let base = e.score(&config, t0, 1.0);
+            let base = nanos(config.default_rtt);
             for doubled in [2.0, 4.0, 8.0] {
                 e.start();
                 e.finish(&config, t0, MS, outcome);
@@ -364,6 +375,8 @@ mod tests {
         let config = BalanceConfig::default();
         let t0 = Instant::now();
         let mut e = PeakEwma::new(&config, t0);
+        e.start();
+        e.finish(&config, t0, config.default_rtt, Outcome::Success);
         let idle = e.score(&config, t0, 1.0);
         e.start();
         assert_eq!(e.score(&config, t0, 1.0), 2.0 * idle);

@@ -38,8 +38,6 @@ pub struct EndpointSet {
     detector: OutlierDetector,
     endpoints: Vec<Endpoint>,
     trackers: Vec<OutlierTracker>,
-    /// Endpoints that have not answered yet, scored on a guess.
-    unmeasured: usize,
 }
 
 impl EndpointSet {
@@ -49,7 +47,6 @@ impl EndpointSet {
             detector: OutlierDetector::new(outlier, now),
             endpoints: Vec::new(),
             trackers: Vec::new(),
-            unmeasured: 0,
         }
     }
 
@@ -90,40 +87,6 @@ impl EndpointSet {
             self.endpoints.push(endpoint);
             self.trackers.push(tracker);
         }
-        self.count_unmeasured();
-    }
-
-    /// Counts the endpoints that may take requests but have not answered yet.
-    fn count_unmeasured(&mut self) {
-        self.unmeasured = self
-            .endpoints
-            .iter()
-            .filter(|e| !e.ewma.measured() && e.weight > 0.0)
-            .count();
-    }
-
-    /// Endpoints that have not answered yet start again at the median estimate of those that
-    /// have. Called on every answer while there are such endpoints (only then: in steady state
-    /// every endpoint has answered): otherwise the endpoints that answered first soon showed
-    /// their true latency while the others kept their guess (the 30 ms default, or a first
-    /// answer slowed by a cold start), and at light load took every request for the seconds
-    /// that guess took to decay.
-    fn rebase_unmeasured(&mut self, now: Instant) {
-        let mut costs: Vec<Duration> = self
-            .endpoints
-            .iter()
-            .filter(|e| e.ewma.measured())
-            .map(|e| e.ewma.cost(&self.balance, now))
-            .collect();
-        costs.sort();
-        let Some(median) = costs.get(costs.len() / 2).copied() else {
-            return;
-        };
-        for e in &mut self.endpoints {
-            if !e.ewma.measured() && e.ewma.in_flight() == 0 {
-                e.ewma = PeakEwma::starting_at(median, now);
-            }
-        }
     }
 
     /// Sets an endpoint's weight (default 1; a later issue commits them mesh-wide).
@@ -131,7 +94,6 @@ impl EndpointSet {
         if let Some(e) = self.endpoints.iter_mut().find(|e| e.addr == addr) {
             e.weight = weight.max(0.0);
         }
-        self.count_unmeasured();
     }
 
     pub fn len(&self) -> usize {
@@ -195,16 +157,9 @@ impl EndpointSet {
         outcome: Outcome,
     ) -> Option<Transition> {
         let i = self.endpoints.iter().position(|e| e.addr == addr)?;
-        let guess = !self.endpoints[i].ewma.measured();
         self.endpoints[i]
             .ewma
             .finish(&self.balance, now, rtt, outcome);
-        if guess && self.endpoints[i].ewma.measured() {
-            self.count_unmeasured();
-        }
-        if self.unmeasured > 0 && self.endpoints[i].ewma.measured() {
-            self.rebase_unmeasured(now);
-        }
         if outcome == Outcome::Cancelled {
             self.trackers[i].abandoned();
             return None;
