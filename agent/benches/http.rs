@@ -32,10 +32,14 @@
 //! adaptive concurrency limit off; `HTTP_BENCH_WARM=1` keeps every CPU awake with `nice -n 19`
 //! spinners (this binary with `--spin`), as the proxy bench's "warm" condition;
 //! `HTTP_BENCH_WORKERS=N` runs each agent on N runtime workers (`worker_threads`) instead of
-//! the default one.
+//! the default one; `HTTP_BENCH_HAPROXY_THREADS=N` runs each HAProxy with `nbthread N` instead of
+//! its default (one thread per CPU). `PLEXUS_BENCH_BINARY=PATH` runs that `plexus` binary instead
+//! of the one built with the bench (another build, say the profile-guided one).
 //!
 //! Every loop is bounded in count and time; everything listens on 127.0.0.1.
 
+#[path = "common/agent_binary.rs"]
+mod agent_binary;
 #[path = "http/load.rs"]
 mod load;
 #[path = "common/ports.rs"]
@@ -240,6 +244,12 @@ fn main() {
             "; DIAGNOSTIC: worker_threads = {n} on both agents"
         ));
     }
+    if let Some(binary) = agent_binary::chosen_binary() {
+        description.push_str(&format!("; agents: {}", binary.display()));
+    }
+    if let Ok(n) = std::env::var("HTTP_BENCH_HAPROXY_THREADS") {
+        description.push_str(&format!("; DIAGNOSTIC: HAProxy nbthread = {n}"));
+    }
     if warm {
         description.push_str("; DIAGNOSTIC: warm (nice 19 spinners on every CPU)");
     }
@@ -346,9 +356,17 @@ fn start_haproxy(
     std::fs::write(&server, procs::haproxy_pem(ca_dir, "haproxy-b", true)).unwrap();
     let front: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
     let tls: SocketAddr = format!("127.0.0.1:{}", free_port(false)).parse().unwrap();
-    let common = "global\n    maxconn 4096\n\
+    // Diagnostic variant: `HTTP_BENCH_HAPROXY_THREADS=N` sets `nbthread` (HAProxy's default is
+    // one thread per CPU).
+    let nbthread = std::env::var("HTTP_BENCH_HAPROXY_THREADS")
+        .ok()
+        .and_then(|n| n.parse::<u32>().ok())
+        .map_or(String::new(), |n| format!("    nbthread {n}\n"));
+    let common = format!(
+        "global\n    maxconn 4096\n{nbthread}\
                   defaults\n    mode http\n    option http-keep-alive\n    timeout connect 2s\n    \
-                  timeout client 60s\n    timeout server 60s\n    timeout http-keep-alive 60s\n";
+                  timeout client 60s\n    timeout server 60s\n    timeout http-keep-alive 60s\n"
+    );
     let (ca, client, server) = (ca.display(), client.display(), server.display());
     let config_b = format!(
         "{common}frontend fe\n    bind {tls} ssl crt {server} ca-file {ca} verify required\n    \

@@ -17,8 +17,12 @@
 //! two-agent path adds; a busy production host pays it rarely. Throughput is measured cold only,
 //! since the spinners would take CPU from it.
 //!
+//! `PLEXUS_BENCH_BINARY=PATH` runs that `plexus` binary instead of the one built with the bench.
+//!
 //! Every loop is bounded in count; everything listens on 127.0.0.1.
 
+#[path = "common/agent_binary.rs"]
+mod agent_binary;
 #[path = "common/ports.rs"]
 mod ports;
 
@@ -44,8 +48,7 @@ struct Agent(Child);
 
 impl Drop for Agent {
     fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
+        agent_binary::stop(&mut self.0);
     }
 }
 
@@ -70,7 +73,7 @@ async fn spawn_agent(dir: &Path, node: &str, quic: u16, extra: &str) -> (Agent, 
         ),
     )
     .unwrap();
-    let child = Command::new(env!("CARGO_BIN_EXE_plexus"))
+    let child = Command::new(agent_binary::plexus_binary())
         .args(["agent", "--config"])
         .arg(&config)
         .env("RUST_LOG", "warn")
@@ -277,6 +280,9 @@ async fn main() {
     // `cargo bench` passes --bench; `cargo test --benches` passes nothing: run only for bench.
     if !args.iter().any(|a| a == "--bench") {
         return;
+    }
+    if let Some(binary) = agent_binary::chosen_binary() {
+        println!("agents: {}", binary.display());
     }
     let dir = tempfile::tempdir().unwrap();
     let options = IssueOptions {

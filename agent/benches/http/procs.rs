@@ -16,7 +16,7 @@ use hyper_util::rt::TokioIo;
 
 use crate::load::BODY_LEN;
 
-/// A child process, killed when dropped; its stderr goes to `log`.
+/// A child process, stopped (SIGTERM, then SIGKILL) when dropped; its stderr goes to `log`.
 pub struct Proc {
     pub name: &'static str,
     child: Child,
@@ -25,8 +25,7 @@ pub struct Proc {
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        crate::agent_binary::stop(&mut self.child);
     }
 }
 
@@ -143,7 +142,7 @@ pub async fn spawn_agent(
         ),
     )
     .unwrap();
-    let mut command = Command::new(env!("CARGO_BIN_EXE_plexus"));
+    let mut command = Command::new(crate::agent_binary::plexus_binary());
     command
         .args(["agent", "--config"])
         .arg(&config)

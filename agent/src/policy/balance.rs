@@ -175,11 +175,11 @@ impl PeakEwma {
         let rtt = if outcome == Outcome::Cancelled {
             // Only a lower bound on the answer's time (a hedge won, the app left, the deadline
             // passed before sending): it may raise the estimate, never lower it. It ends the
-            // first try all the same: the endpoint is then scored on its guess.
-            if !self.measured || nanos(rtt) > self.cost_ns * self.decay_weight(config, now) {
-                self.cost_ns = nanos(rtt).max(self.cost_ns * self.decay_weight(config, now));
-                self.stamp = now;
-            }
+            // first try all the same: the endpoint is then scored on its guess. Restamping at
+            // the decayed estimate changes nothing when `rtt` is lower: the decay is
+            // exponential, so it carries on exactly as it would have.
+            self.cost_ns = nanos(rtt).max(self.cost_ns * self.decay_weight(config, now));
+            self.stamp = now;
             self.measured = true;
             return;
         } else if outcome == Outcome::Success {
@@ -278,6 +278,18 @@ mod tests {
         e.start();
         e.finish(&config, later, MS, Outcome::Cancelled);
         assert_eq!(e.cost(&config, later), MS);
+        // One shorter than the estimate leaves the estimate where it was.
+        let then = later + config.decay / 2;
+        let before = e.cost(&config, then);
+        e.start();
+        e.finish(&config, then, MS / 100, Outcome::Cancelled);
+        assert_eq!(e.cost(&config, then), before);
+        let decayed = e.cost(&config, then + config.decay);
+        let expected = before.mul_f64((-1.0f64).exp());
+        assert!(
+            decayed.abs_diff(expected) < Duration::from_micros(1),
+            "{decayed:?}"
+        );
     }
 
     #[test]
