@@ -190,7 +190,16 @@ impl PeakEwma {
             let left = self.bias(config, now).log2();
             self.bias_exponent = (left.ceil() as u32 + 1).min(MAX_BIAS_EXPONENT);
             self.bias_stamp = now;
-            nanos(rtt).max(self.cost_ns * self.decay_weight(config, now))
+            if self.measured {
+                nanos(rtt).max(self.cost_ns * self.decay_weight(config, now))
+            } else {
+                // The first try: the estimate is only a guess (the 30 ms default put a failing
+                // endpoint thirty times above its LAN peers, so it got no request, and was not
+                // ejected, for the ~7 s the guess took to decay). The failure's own time and
+                // the doubled bias keep it from attracting traffic; the few tries it still gets
+                // let outlier detection eject it.
+                nanos(rtt)
+            }
         };
         let guess = !self.measured;
         self.measured = true;
@@ -293,6 +302,28 @@ mod tests {
     }
 
     #[test]
+    fn a_failed_first_try_counts_its_own_time_and_the_bias_not_the_guess() {
+        let config = BalanceConfig::default();
+        let t0 = Instant::now();
+        let (mut failing, mut answering) = (PeakEwma::new(&config, t0), PeakEwma::new(&config, t0));
+        answering.start();
+        answering.finish(&config, t0, MS, Outcome::Success);
+        failing.start();
+        failing.finish(&config, t0, MS / 2, Outcome::Failure);
+        // Not the 30 ms guess: the failure's time, doubled by the bias, so it is not drawn
+        // again at once...
+        assert_eq!(failing.cost(&config, t0), MS / 2);
+        assert!(failing.score(&config, t0, 1.0) >= answering.score(&config, t0, 1.0));
+        // ...but is within a second, where the guess would have kept it out for seconds.
+        let later = t0 + Duration::from_millis(500);
+        assert!(failing.score(&config, later, 1.0) < answering.score(&config, later, 1.0));
+        // Once measured, a failure never lowers the estimate.
+        failing.start();
+        failing.finish(&config, later, MS / 100, Outcome::Failure);
+        assert!(failing.cost(&config, later) >= MS / 4);
+    }
+
+    #[test]
     fn an_idle_estimate_decays_so_the_endpoint_is_tried_again() {
         let config = BalanceConfig::default();
         let t0 = Instant::now();
@@ -365,7 +396,10 @@ mod tests {
             Outcome::Overloaded,
             Outcome::Timeout,
         ] {
+            // Measured at `default_rtt` (a first try's failure is the next test's subject).
             let mut e = PeakEwma::new(&config, t0);
+            e.start();
+            e.finish(&config, t0, config.default_rtt, Outcome::Success);
             let base = nanos(config.default_rtt);
             for doubled in [2.0, 4.0, 8.0] {
                 e.start();
