@@ -156,7 +156,7 @@ fn too_little_traffic_keeps_the_weight_but_a_small_share_needs_little() {
     let idle = run(&mut driver, &mut Log::default(), 30, |_, _| {
         let mut e = three();
         e[1] = slow(e[1].clone(), 10.0);
-        e[1].requests_per_sec = 0.5;
+        e[1].requests_per_sec = 0.1;
         e
     });
     assert!(idle.is_empty(), "{idle:?}");

@@ -70,7 +70,7 @@ fn a_fault_shared_by_every_endpoint_is_no_signal() {
 fn readiness_and_evidence() {
     let mut e = three();
     e[0].ready = false;
-    e[1].requests_per_sec = 0.5;
+    e[1].requests_per_sec = 0.1;
     e[1].p99_us = 50_000;
     e[2].routable = false;
     let t = targets(&e, &ServiceDecisions::default(), &WeightSettings::default());
@@ -78,7 +78,7 @@ fn readiness_and_evidence() {
         (t[0].weight, t[0].cause),
         (Some(MIN_WEIGHT), Cause::NotReady)
     );
-    assert_eq!(t[1].weight, None, "0.5 req/s at full weight is no evidence");
+    assert_eq!(t[1].weight, None, "0.1 req/s at full weight is no evidence");
     assert_eq!(t[2].weight, None, "leaving: no evidence");
     // At weight 100 the floor is a tenth.
     let committed = ServiceDecisions {
