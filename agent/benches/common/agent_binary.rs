@@ -12,10 +12,7 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// such as the profile-guided one of `deploy/pgo-build.sh`, or an instrumented one that
 /// records a profile), else the one cargo built with the bench.
 pub fn plexus_binary() -> PathBuf {
-    std::env::var_os("PLEXUS_BENCH_BINARY").map_or_else(
-        || PathBuf::from(env!("CARGO_BIN_EXE_plexus")),
-        PathBuf::from,
-    )
+    chosen_binary().unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_plexus")))
 }
 
 /// Whether `PLEXUS_BENCH_BINARY` chose the binary (the report then names it).

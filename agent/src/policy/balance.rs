@@ -13,8 +13,8 @@
 //! below: it never lowers an estimate.
 //!
 //! A fast-failing endpoint must not win because its errors are quick. A failure, timeout or
-//! overload answer never lowers the estimate (it is recorded as at least the current one), and
-//! it doubles the endpoint's **failure bias**, a multiplier on its score that halves every
+//! overload answer never lowers a measured estimate (it is recorded as at least the current
+//! one; a failed first try is recorded as its own time, not as the guess), and it doubles the endpoint's **failure bias**, a multiplier on its score that halves every
 //! [`BalanceConfig::bias_half_life`] and is reset by a success (the "load biaser" idea). A
 //! failing endpoint thus gets less and less traffic, but still some, so outlier detection sees
 //! its failures and ejects it.
