@@ -152,6 +152,18 @@ pub async fn run(
     cluster.hold(reservations);
     for name in scenario.topology.names() {
         cluster.start(&name, Variant::Good)?;
+        // One at a time: the next agent's port stays held until this one is up and has bound
+        // its own sockets (its ephemeral UDP ones included). Started all at once, an agent
+        // sometimes found its QUIC port taken ("Address already in use") by another's socket
+        // bound in the moment after the harness released it. Best effort, bounded: an agent
+        // still joining opens its admin port late, and the warm-up below judges it.
+        let admin = cluster.node(&name).map(|n| n.admin);
+        if let Some(admin) = admin {
+            let up = Instant::now() + Duration::from_secs(5);
+            while Instant::now() < up && tokio::net::TcpStream::connect(admin).await.is_err() {
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
     }
     if let Err(e) = warm_up(scenario, &mut cluster).await {
         let tails: Vec<String> = scenario
